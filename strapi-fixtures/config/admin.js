@@ -1,0 +1,24 @@
+'use strict';
+
+module.exports = ({ env }) => ({
+  // Headless: no admin UI is built or served. The admin REST API stays available.
+  serveAdminPanel: false,
+  auth: {
+    secret: env('ADMIN_JWT_SECRET'),
+  },
+  apiToken: {
+    salt: env('API_TOKEN_SALT'),
+  },
+  transfer: {
+    token: {
+      salt: env('TRANSFER_TOKEN_SALT'),
+    },
+  },
+  secrets: {
+    encryptionKey: env('ENCRYPTION_KEY'),
+  },
+  flags: {
+    nps: false,
+    promoteEE: false,
+  },
+});
