@@ -6,6 +6,7 @@
  * - FIXTURE_API_TOKEN: a full-access API token named "sidecar" whose key is this value.
  * - FIXTURE_WEBHOOK_URL (+ FIXTURE_WEBHOOK_SECRET): a webhook named "sidecar" to that URL, sending
  *   `Authorization: Bearer <secret>`, for every entry.* event. Active at once, never duplicated.
+ *   Without a URL, a "sidecar" webhook left by an earlier run is deleted.
  * - FIXTURE_SEED_USERS: a JSON array of {username, email, password}; each user exists, confirmed,
  *   not blocked, in the Authenticated role, with that password.
  *
@@ -69,6 +70,18 @@ function sameWebhook(current, wanted) {
     JSON.stringify(current.headers || {}) === JSON.stringify(wanted.headers) &&
     JSON.stringify([...(current.events || [])].sort()) === JSON.stringify([...wanted.events].sort())
   );
+}
+
+async function removeWebhook(strapi) {
+  const store = strapi.get('webhookStore');
+  const runner = strapi.get('webhookRunner');
+  for (const webhook of await store.findWebhooks()) {
+    if (webhook.name === WEBHOOK_NAME) {
+      await store.deleteWebhook(webhook.id);
+      runner.remove(webhook);
+      strapi.log.info(`[fixture] deleted webhook "${WEBHOOK_NAME}" (${webhook.id}): no URL given`);
+    }
+  }
 }
 
 async function ensureWebhook(strapi, url, secret) {
@@ -199,6 +212,8 @@ module.exports = {
     }
     if (env.FIXTURE_WEBHOOK_URL) {
       await ensureWebhook(strapi, env.FIXTURE_WEBHOOK_URL, env.FIXTURE_WEBHOOK_SECRET || '');
+    } else {
+      await removeWebhook(strapi);
     }
   },
 };
