@@ -1,0 +1,101 @@
+"""The ASGI application: Socket.IO, the webhook endpoint and health, on one port.
+
+`create_app(settings)` wires every part once; the lifespan owns what lives as long as the app
+(the Strapi HTTP client, the background webhook work).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import socketio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapter.auth import Authenticator, UserDirectory
+from adapter.notifications import KnownIds
+from adapter.receipts import ReadReceipts
+from adapter.settings import Settings
+from adapter.sockets import SocketGateway, create_socket_server
+from adapter.strapi import StrapiClient, build_http_client
+from webhooks.dispatch import WebhookDispatcher
+from webhooks.lifecycle import NotificationLifecycle
+from webhooks.receiver import WebhookReceiver
+
+__all__ = ["Sidecar", "build_sidecar", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_DRAIN_SECONDS = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """Every long-lived part, wired together. `asgi` is what a server runs."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    strapi: StrapiClient
+    sio: socketio.AsyncServer
+    gateway: SocketGateway
+    dispatcher: WebhookDispatcher
+    asgi: socketio.ASGIApp
+
+    async def close_connections(self) -> None:
+        """Before the server stops: close client transports so clients reconnect elsewhere."""
+        closed = await self.gateway.close_all()
+        if closed:
+            logger.info("closed %d client connections", closed)
+
+
+def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Sidecar:
+    """Wire the sidecar. `transport` replaces the HTTP transport to Strapi (tests)."""
+    http = build_http_client(
+        settings.strapi_url,
+        settings.strapi_api_token.get_secret_value(),
+        settings.strapi_timeout,
+        transport=transport,
+    )
+    strapi = StrapiClient(http)
+    known_ids = KnownIds(settings.emitted_ledger_size)
+    users = UserDirectory(strapi, settings.user_cache_ttl)
+    authenticator = Authenticator(settings.strapi_jwt_secret.get_secret_value(), users)
+    receipts = ReadReceipts(strapi, settings, known_ids)
+    sio = create_socket_server(settings)
+    gateway = SocketGateway(sio, settings, authenticator, receipts)
+    lifecycle = NotificationLifecycle(strapi, settings, gateway, known_ids)
+    dispatcher = WebhookDispatcher(settings, lifecycle, users)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with http:
+            logger.info("sidecar ready; Strapi at %s", settings.strapi_url)
+            try:
+                yield
+            finally:
+                await dispatcher.drain(SHUTDOWN_DRAIN_SECONDS)
+                await sio.shutdown()
+        logger.info("sidecar stopped")
+
+    routes = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/webhooks/strapi", WebhookReceiver(settings, dispatcher).handle, methods=["POST"]),
+    ]
+    web = Starlette(routes=routes, lifespan=lifespan)
+    asgi = socketio.ASGIApp(sio, other_asgi_app=web)
+    return Sidecar(settings, http, strapi, sio, gateway, dispatcher, asgi)
+
+
+def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> socketio.ASGIApp:
+    """The ASGI app for `settings`."""
+    return build_sidecar(settings, transport=transport).asgi
+
+
+async def _healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})

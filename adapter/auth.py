@@ -1,0 +1,155 @@
+"""Socket handshake authentication with the JWTs Strapi's users-permissions plugin issues.
+
+Two token styles exist in Strapi 5 and both are accepted:
+- legacy (`jwtManagement` unset): HS256 `{id: <int>, iat, exp}`;
+- refresh mode: HS256 access tokens `{userId: "<str>", sessionId, type: "access", iat, exp}`.
+Refresh tokens are signed with the same secret, so anything whose `type` is not `access` is refused.
+The user must also still exist and not be blocked: Strapi is asked, and the answer cached briefly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from adapter.errors import (
+    AuthUnavailable,
+    BlockedUser,
+    ExpiredToken,
+    InvalidToken,
+    MissingToken,
+    StrapiError,
+    UnknownUser,
+    UserMismatch,
+)
+from adapter.strapi import StrapiClient
+
+__all__ = ["Authenticator", "Identity", "UserDirectory", "verify_token"]
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ["HS256"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a socket is, taken from a verified token only."""
+
+    user_id: int
+    expires_at: float
+
+
+def verify_token(token: str, secret: str, *, leeway: float = 0) -> Identity:
+    """Check the signature, `exp` and the token type; return the user it names."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=ALGORITHMS, options={"require": ["exp"]}, leeway=leeway
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise ExpiredToken() from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken() from exc
+    return Identity(user_id=_user_id_from(claims), expires_at=float(claims["exp"]))
+
+
+def _user_id_from(claims: dict[str, Any]) -> int:
+    if "type" in claims or "userId" in claims:
+        if claims.get("type") != "access":
+            raise InvalidToken("only access tokens can open a socket")
+        return _positive_int(claims.get("userId"))
+    return _positive_int(claims.get("id"))
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise InvalidToken("token names no user")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isdecimal():
+        number = int(value)
+    else:
+        raise InvalidToken("token names no user")
+    if number <= 0:
+        raise InvalidToken("token names no user")
+    return number
+
+
+class UserDirectory:
+    """Whether a user may connect (exists, not blocked), asked of Strapi and cached for `ttl` s.
+
+    Concurrent checks of one user share one request, so a reconnect storm costs one request per
+    user at most.
+    """
+
+    def __init__(self, strapi: StrapiClient, ttl: float, clock: Any = time.monotonic):
+        self._strapi = strapi
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[int, tuple[float, bool | None]] = {}
+        self._pending: dict[int, asyncio.Future[bool | None]] = {}
+
+    async def check(self, user_id: int) -> None:
+        """Raise `UnknownUser`, `BlockedUser` or `AuthUnavailable`; return if the user may connect."""
+        blocked = await self._blocked(user_id)
+        if blocked is None:
+            raise UnknownUser()
+        if blocked:
+            raise BlockedUser()
+
+    def forget(self, user_id: int) -> None:
+        """Drop a cached answer (a webhook says the user changed)."""
+        self._cache.pop(user_id, None)
+
+    async def _blocked(self, user_id: int) -> bool | None:
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        pending = self._pending.get(user_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._pending[user_id] = future
+        try:
+            answer = await self._ask(user_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited future logs nothing
+            raise
+        else:
+            future.set_result(answer)
+            self._cache[user_id] = (self._clock() + self._ttl, answer)
+            return answer
+        finally:
+            del self._pending[user_id]
+
+    async def _ask(self, user_id: int) -> bool | None:
+        try:
+            user = await self._strapi.get_user(user_id)
+        except StrapiError as exc:
+            logger.warning("cannot check user %s with Strapi: %s", user_id, exc)
+            raise AuthUnavailable() from exc
+        if user is None:
+            return None
+        return bool(user.get("blocked"))
+
+
+class Authenticator:
+    """Turns a handshake (token, optional claimed user id) into an `Identity`, or refuses it."""
+
+    def __init__(self, secret: str, users: UserDirectory):
+        self._secret = secret
+        self._users = users
+
+    async def authenticate(self, token: str | None, claimed_user_id: str | None) -> Identity:
+        if not token:
+            raise MissingToken()
+        identity = verify_token(token, self._secret)
+        if claimed_user_id not in (None, "") and claimed_user_id != str(identity.user_id):
+            raise UserMismatch()
+        await self._users.check(identity.user_id)
+        return identity

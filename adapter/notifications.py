@@ -1,0 +1,55 @@
+"""Notifications as the sidecar sees them: the seed's wire payload and the ids handed out.
+
+Strapi re-creates the published row, with a new numeric `id`, on every publish; `documentId` is
+the only stable key. Clients of the seed only know the numeric id, so every id the sidecar hands
+out is remembered (boundedly) against its documentId.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from adapter.strapi import Document
+
+__all__ = ["KnownIds", "audience_ids", "wire_payload"]
+
+
+def wire_payload(notification: Document) -> dict[str, Any]:
+    """The seed's `notificacion` payload, plus `documentId`.
+
+    The seed sends `title: date` on purpose; existing frontends read it there.
+    """
+    return {
+        "mensaje": notification.get("message"),
+        "id": notification.get("id"),
+        "url": notification.get("url") or None,
+        "document": notification.get("document"),
+        "title": notification.get("date") or None,
+        "documentId": notification.get("documentId"),
+    }
+
+
+def audience_ids(notification: Document, field: str) -> set[int]:
+    """The ids of the users a notification's relation field selects."""
+    related = notification.get(field) or []
+    if not isinstance(related, list):
+        return set()
+    return {int(user["id"]) for user in related if isinstance(user, dict) and "id" in user}
+
+
+class KnownIds:
+    """A bounded map from numeric ids the sidecar handed out to their documentId."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._ids: OrderedDict[int, str] = OrderedDict()
+
+    def remember(self, numeric_id: int, document_id: str) -> None:
+        self._ids[numeric_id] = document_id
+        self._ids.move_to_end(numeric_id)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def document_id(self, numeric_id: int) -> str | None:
+        return self._ids.get(numeric_id)

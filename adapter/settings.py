@@ -1,0 +1,88 @@
+"""Configuration: one `Settings` object, read from the environment (and an optional `.env`).
+
+Build it once at the entry point and hand it down; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "describe_validation_error"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the sidecar. Field names are the environment variable names, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    # Where Strapi is and how to talk to it.
+    strapi_url: str = Field("http://127.0.0.1:1337", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    strapi_api_token: SecretStr
+    strapi_jwt_secret: SecretStr
+    strapi_timeout: float = Field(10.0, gt=0)
+
+    # The webhook Strapi calls: `Authorization: Bearer <WEBHOOK_SECRET>`.
+    webhook_secret: SecretStr
+    webhook_max_body_bytes: int = Field(1_048_576, gt=0)
+
+    # Where the sidecar listens.
+    sidecar_host: str = "127.0.0.1"
+    sidecar_port: int = Field(1338, ge=0, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    # The Strapi content model (the seed's names by default).
+    notification_collection: str = "notifications"
+    notification_uid: str = "api::notification.notification"
+    read_collection: str = "read-notifications"
+    read_uid: str = "api::read-notification.read-notification"
+    audience_field: str = "notification_users"
+    read_users_field: str = "users_permissions_users"
+    read_notification_field: str = "notification"
+    user_uid: str = "plugin::users-permissions.user"
+
+    # The Socket.IO wire contract (the seed's names by default).
+    event_notification: str = "notificacion"
+    event_read: str = "notification:read"
+    room_prefix: str = "user-"
+
+    # Behaviour.
+    user_cache_ttl: float = Field(30.0, ge=0)
+    connect_chunk_size: int = Field(500, gt=0)
+    emitted_ledger_size: int = Field(10_000, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("strapi_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("strapi_api_token", "strapi_jwt_secret", "webhook_secret")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def room_for(self, user_id: int) -> str:
+        """The Socket.IO room of one user (`user-5`)."""
+        return f"{self.room_prefix}{user_id}"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable, never echoing a value."""
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]).upper() or "settings"
+        reason = "is required" if item["type"] == "missing" else item["msg"].lower()
+        parts.append(f"{name} {reason}")
+    return "invalid configuration: " + "; ".join(parts)

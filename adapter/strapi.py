@@ -1,0 +1,250 @@
+"""A small async client for Strapi 5's REST API: the documents routes and users-permissions.
+
+The `httpx.AsyncClient` is handed in (base URL, API token and timeout already set on it), so
+one owner opens and closes it and tests can swap its transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from adapter.errors import StrapiError, StrapiNotFound, StrapiUnavailable
+
+__all__ = ["Document", "Page", "StrapiClient", "build_http_client", "encode_query"]
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+DEFAULT_USER_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a document list, with Strapi's pagination meta."""
+
+    items: list[Document]
+    page: int
+    page_size: int
+    page_count: int
+    total: int
+
+
+def build_http_client(
+    base_url: str,
+    api_token: str,
+    timeout: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The one HTTP client the sidecar uses for Strapi."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {api_token}", "Accept": "application/json"},
+        timeout=httpx.Timeout(timeout),
+        transport=transport,
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+    )
+
+
+def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Flatten nested params the way Strapi's `qs` parser reads them.
+
+    >>> encode_query({"filters": {"id": {"$eq": 5}}, "fields": ["documentId"]})
+    [('filters[id][$eq]', '5'), ('fields[0]', 'documentId')]
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        _flatten(key, value, pairs)
+    return pairs
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}[{key}]", item, out)
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        for index, item in enumerate(value):
+            _flatten(f"{prefix}[{index}]", item, out)
+    elif isinstance(value, bool):
+        out.append((prefix, "true" if value else "false"))
+    else:
+        out.append((prefix, str(value)))
+
+
+class StrapiClient:
+    """Typed calls to the Strapi routes the sidecar needs; errors come out as `StrapiError`s."""
+
+    def __init__(self, http: httpx.AsyncClient):
+        self._http = http
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def find(
+        self,
+        collection: str,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        populate: Any = None,
+        fields: Sequence[str] | None = None,
+        sort: str | Sequence[str] | None = None,
+        page: int = 1,
+        page_size: int = 25,
+        status: str | None = None,
+    ) -> Page:
+        params = {
+            "filters": filters,
+            "populate": populate,
+            "fields": fields,
+            "sort": sort,
+            "pagination": {"page": page, "pageSize": page_size},
+            "status": status,
+        }
+        body = await self._request("GET", f"/api/{collection}", params=params)
+        meta = (body.get("meta") or {}).get("pagination") or {}
+        items = body.get("data") or []
+        return Page(
+            items=list(items),
+            page=int(meta.get("page", page)),
+            page_size=int(meta.get("pageSize", page_size)),
+            page_count=int(meta.get("pageCount", 1)),
+            total=int(meta.get("total", len(items))),
+        )
+
+    async def find_first(self, collection: str, **query: Any) -> Document | None:
+        """The first document matching `query` (see `find`), or None."""
+        found = await self.find(collection, page_size=1, **query)
+        return found.items[0] if found.items else None
+
+    async def find_one(
+        self,
+        collection: str,
+        document_id: str,
+        *,
+        populate: Any = None,
+        fields: Sequence[str] | None = None,
+        status: str | None = None,
+    ) -> Document | None:
+        """One document by documentId, or None when it does not exist (in that status)."""
+        params = {"populate": populate, "fields": fields, "status": status}
+        try:
+            body = await self._request("GET", f"/api/{collection}/{document_id}", params=params)
+        except StrapiNotFound:
+            return None
+        data = body.get("data")
+        return data if isinstance(data, dict) else None
+
+    async def create(
+        self, collection: str, data: Mapping[str, Any], *, status: str | None = None
+    ) -> Document:
+        body = await self._request(
+            "POST", f"/api/{collection}", params={"status": status}, json={"data": data}
+        )
+        return dict(body.get("data") or {})
+
+    async def update(
+        self,
+        collection: str,
+        document_id: str,
+        data: Mapping[str, Any],
+        *,
+        status: str | None = None,
+    ) -> Document:
+        body = await self._request(
+            "PUT",
+            f"/api/{collection}/{document_id}",
+            params={"status": status},
+            json={"data": data},
+        )
+        return dict(body.get("data") or {})
+
+    # -- users-permissions (bare JSON, not `{data}`) ---------------------------------------
+
+    async def get_user(self, user_id: int) -> Document | None:
+        try:
+            body = await self._request("GET", f"/api/users/{int(user_id)}")
+        except StrapiNotFound:
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def list_users(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
+        sort: str | None = "id:asc",
+        start: int = 0,
+        limit: int = DEFAULT_USER_PAGE_SIZE,
+    ) -> list[Document]:
+        params = {"filters": filters, "fields": fields, "sort": sort, "start": start, "limit": limit}
+        body = await self._request("GET", "/api/users", params=params)
+        if not isinstance(body, list):
+            raise StrapiError("expected a JSON array of users", method="GET", path="/api/users")
+        return body
+
+    async def all_user_ids(self, page_size: int = DEFAULT_USER_PAGE_SIZE) -> list[int]:
+        """Every user's id, paging with start/limit (the only paging `/api/users` knows)."""
+        ids: list[int] = []
+        while True:
+            batch = await self.list_users(fields=["id"], start=len(ids), limit=page_size)
+            ids.extend(int(user["id"]) for user in batch)
+            if len(batch) < page_size:
+                return ids
+
+    async def count_users(self) -> int:
+        body = await self._request("GET", "/api/users/count")
+        if isinstance(body, int):
+            return body
+        raise StrapiError("expected a number of users", method="GET", path="/api/users/count")
+
+    async def ping(self) -> None:
+        """Raise unless Strapi answers its health route."""
+        await self._request("GET", "/_health")
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        query = httpx.QueryParams(tuple(encode_query(params or {})))
+        try:
+            response = await self._http.request(method, path, params=query, json=json)
+        except httpx.TimeoutException as exc:
+            raise StrapiUnavailable("timed out", method=method, path=path) from exc
+        except httpx.HTTPError as exc:
+            raise StrapiUnavailable(f"unreachable: {type(exc).__name__}", method=method, path=path) from exc
+        if response.is_success:
+            return response.json() if response.content else None
+        raise _error_from(response, method, path)
+
+
+def _error_from(response: httpx.Response, method: str, path: str) -> StrapiError:
+    message = _strapi_message(response)
+    status = response.status_code
+    if status == 404:
+        return StrapiNotFound(message, status=status, method=method, path=path)
+    if status >= 500 or status == 429:
+        return StrapiUnavailable(message, status=status, method=method, path=path)
+    return StrapiError(message, status=status, method=method, path=path)
+
+
+def _strapi_message(response: httpx.Response) -> str:
+    """Strapi's own error message (`{"error": {"message": ...}}`), else the reason phrase."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or "error"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return response.reason_phrase or "error"

@@ -1,0 +1,1 @@
+"""Strapi webhooks in: the receiver endpoint and the notification lifecycle it drives."""
