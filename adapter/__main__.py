@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         log_config=None,
+        ws="websockets-sansio",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     asyncio.run(_Server(config, sidecar).serve())
