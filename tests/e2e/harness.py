@@ -37,7 +37,8 @@ ARTIFACTS = ROOT / "artifacts"
 
 def load_launcher() -> ModuleType:
     spec = importlib.util.spec_from_file_location("strapi_launcher", ROOT / "strapi-fixtures" / "launcher.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("strapi_launcher", module)
     spec.loader.exec_module(module)
