@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Strapi request is noise
     sidecar = build_sidecar(settings)
     config = uvicorn.Config(
         sidecar.asgi,

@@ -4,7 +4,8 @@
 //
 // Logs in with POST /api/auth/local, reads GET /api/users/me, then connects exactly as the seed's
 // page does: io(url, { auth: { token: jwt }, query: { userId: id } }). With --token (and
-// optionally --user-id) it skips the login and uses that token and userId instead.
+// optionally --user-id) it skips the login and uses that token and userId instead; with
+// --no-token it connects with no token at all.
 // Every line it prints is JSON: {"type": "connected"|"connect_error"|"event"|"ack"|"login"|"disconnect", ...}.
 // Every line it reads is a command: {"emit": name, "data": any, "ack": bool, "ref": any} or {"close": true}.
 import { io } from "socket.io-client";
@@ -35,11 +36,12 @@ async function login() {
 async function main() {
   let jwt = option("--token");
   let id = option("--user-id");
-  if (!jwt) ({ jwt, id } = await login());
+  const anonymous = rest.includes("--no-token");
+  if (!jwt && !anonymous) ({ jwt, id } = await login());
   const query = id === undefined ? {} : { userId: id };
   const transports = option("--transports");
   const socket = io(sidecarUrl, {
-    auth: { token: jwt },
+    auth: anonymous ? {} : { token: jwt },
     query,
     reconnection: rest.includes("--reconnect"),
     ...(transports ? { transports: transports.split(",") } : {}),
