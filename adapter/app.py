@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapter.auth import Authenticator, UserDirectory
+from adapter.auth import Authenticator, UserDirectory, short_secret_warning
 from adapter.notifications import KnownIds
 from adapter.receipts import ReadReceipts
 from adapter.settings import Settings
@@ -76,6 +76,8 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with http:
             logger.info("sidecar ready; Strapi at %s", settings.strapi_url)
+            if warning := short_secret_warning(settings.strapi_jwt_secret.get_secret_value()):
+                logger.warning(warning)
             try:
                 yield
             finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,13 @@ from adapter.errors import (
 )
 from adapter.strapi import StrapiClient
 
-__all__ = ["Authenticator", "Identity", "UserDirectory", "verify_token"]
+__all__ = ["Authenticator", "Identity", "UserDirectory", "short_secret_warning", "verify_token"]
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ["HS256"]
+MAX_ID_DIGITS = 18
+MIN_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +50,13 @@ class Identity:
 def verify_token(token: str, secret: str, *, leeway: float = 0) -> Identity:
     """Check the signature, `exp` and the token type; return the user it names."""
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token, secret, algorithms=ALGORITHMS, options={"require": ["exp"]}, leeway=leeway
-        )
+        with warnings.catch_warnings():
+            # Strapi's generated JWT_SECRET is 24 characters: PyJWT would warn on every decode.
+            # The app logs that once at start-up instead (see `short_secret_warning`).
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            claims: dict[str, Any] = jwt.decode(
+                token, secret, algorithms=ALGORITHMS, options={"require": ["exp"]}, leeway=leeway
+            )
     except jwt.ExpiredSignatureError as exc:
         raise ExpiredToken() from exc
     except jwt.InvalidTokenError as exc:
@@ -70,13 +77,29 @@ def _positive_int(value: object) -> int:
         raise InvalidToken("token names no user")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.isdecimal():
+    elif isinstance(value, str) and value.isdecimal() and len(value) <= MAX_ID_DIGITS:
         number = int(value)
     else:
         raise InvalidToken("token names no user")
     if number <= 0:
         raise InvalidToken("token names no user")
     return number
+
+
+def short_secret_warning(secret: str) -> str | None:
+    """A warning worth logging once when the HS256 secret is shorter than its 32-byte hash."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return (
+            f"STRAPI_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes; HS256 wants at least that. "
+            "Strapi generates 24-character secrets: consider a longer JWT_SECRET in Strapi."
+        )
+    return None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a lookup's failure as seen, so nobody waiting is not an 'unretrieved' error."""
+    if not task.cancelled():
+        task.exception()
 
 
 class UserDirectory:
@@ -91,7 +114,7 @@ class UserDirectory:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[int, tuple[float, bool | None]] = {}
-        self._pending: dict[int, asyncio.Future[bool | None]] = {}
+        self._pending: dict[int, asyncio.Task[bool | None]] = {}
 
     async def check(self, user_id: int) -> None:
         """Raise `UnknownUser`, `BlockedUser` or `AuthUnavailable`; return if the user may connect."""
@@ -102,30 +125,31 @@ class UserDirectory:
             raise BlockedUser()
 
     def forget(self, user_id: int) -> None:
-        """Drop a cached answer (a webhook says the user changed)."""
+        """Drop a cached answer (a webhook says the user changed); a lookup under way is not cached."""
         self._cache.pop(user_id, None)
+        self._pending.pop(user_id, None)
 
     async def _blocked(self, user_id: int) -> bool | None:
         cached = self._cache.get(user_id)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
-        pending = self._pending.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
-        self._pending[user_id] = future
+        lookup = self._pending.get(user_id)
+        if lookup is None:
+            # Its own task: a caller that gives up (a dropped handshake) cancels only its wait.
+            lookup = asyncio.create_task(self._lookup(user_id))
+            lookup.add_done_callback(_retrieve)
+            self._pending[user_id] = lookup
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, user_id: int) -> bool | None:
         try:
             answer = await self._ask(user_id)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here, so an unawaited future logs nothing
-            raise
-        else:
-            future.set_result(answer)
-            self._cache[user_id] = (self._clock() + self._ttl, answer)
+            if self._pending.get(user_id) is asyncio.current_task():  # not forgotten meanwhile
+                self._cache[user_id] = (self._clock() + self._ttl, answer)
             return answer
         finally:
-            del self._pending[user_id]
+            if self._pending.get(user_id) is asyncio.current_task():
+                del self._pending[user_id]
 
     async def _ask(self, user_id: int) -> bool | None:
         try:

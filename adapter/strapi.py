@@ -105,7 +105,7 @@ class StrapiClient:
             "pagination": {"page": page, "pageSize": page_size},
             "status": status,
         }
-        body = await self._request("GET", f"/api/{collection}", params=params)
+        body = await self._request_object("GET", f"/api/{collection}", params=params)
         meta = (body.get("meta") or {}).get("pagination") or {}
         items = body.get("data") or []
         return Page(
@@ -133,7 +133,7 @@ class StrapiClient:
         """One document by documentId, or None when it does not exist (in that status)."""
         params = {"populate": populate, "fields": fields, "status": status}
         try:
-            body = await self._request("GET", f"/api/{collection}/{document_id}", params=params)
+            body = await self._request_object("GET", f"/api/{collection}/{document_id}", params=params)
         except StrapiNotFound:
             return None
         data = body.get("data")
@@ -155,7 +155,7 @@ class StrapiClient:
         *,
         status: str | None = None,
     ) -> Document:
-        body = await self._request(
+        body = await self._request_object(
             "PUT",
             f"/api/{collection}/{document_id}",
             params={"status": status},
@@ -198,7 +198,7 @@ class StrapiClient:
 
     async def count_users(self) -> int:
         body = await self._request("GET", "/api/users/count")
-        if isinstance(body, int):
+        if isinstance(body, int) and not isinstance(body, bool):
             return body
         raise StrapiError("expected a number of users", method="GET", path="/api/users/count")
 
@@ -207,6 +207,13 @@ class StrapiClient:
         await self._request("GET", "/_health")
 
     # -- plumbing --------------------------------------------------------------------------
+
+    async def _request_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A documents-API answer: a JSON object (`{data, meta}`), or a StrapiError."""
+        body = await self._request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise StrapiError("expected a JSON object", method=method, path=path)
+        return body
 
     async def _request(
         self,
@@ -223,9 +230,12 @@ class StrapiClient:
             raise StrapiUnavailable("timed out", method=method, path=path) from exc
         except httpx.HTTPError as exc:
             raise StrapiUnavailable(f"unreachable: {type(exc).__name__}", method=method, path=path) from exc
-        if response.is_success:
+        if not response.is_success:
+            raise _error_from(response, method, path)
+        try:
             return response.json() if response.content else None
-        raise _error_from(response, method, path)
+        except ValueError as exc:  # e.g. STRAPI_URL points at a web page, not at Strapi
+            raise StrapiError("expected JSON", status=response.status_code, method=method, path=path) from exc
 
 
 def _error_from(response: httpx.Response, method: str, path: str) -> StrapiError:
