@@ -142,7 +142,7 @@ class StrapiClient:
     async def create(
         self, collection: str, data: Mapping[str, Any], *, status: str | None = None
     ) -> Document:
-        body = await self._request(
+        body = await self._request_object(
             "POST", f"/api/{collection}", params={"status": status}, json={"data": data}
         )
         return dict(body.get("data") or {})
