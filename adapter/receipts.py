@@ -26,7 +26,7 @@ __all__ = ["ReadReceipts", "ReadResult", "parse_notification_ref"]
 
 logger = logging.getLogger(__name__)
 
-DOCUMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DOCUMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # fullmatch: "$" would let "x\n" in
 MAX_NUMERIC_ID = 2**53
 CONTEXT_ADD = "add user to notification"
 CONTEXT_CREATE = "create user to notification relation"
@@ -52,8 +52,10 @@ def parse_notification_ref(data: object) -> int | str:
     if isinstance(value, int):
         number = value
     elif isinstance(value, str) and value.strip().isdecimal():
+        if len(value.strip()) > len(str(MAX_NUMERIC_ID)):  # int() refuses over 4300 digits
+            raise InvalidPayload("notificationId is out of range")
         number = int(value.strip())
-    elif isinstance(value, str) and DOCUMENT_ID.match(value):
+    elif isinstance(value, str) and DOCUMENT_ID.fullmatch(value):
         return value
     else:
         raise InvalidPayload("notificationId must be a number or a documentId")

@@ -98,9 +98,14 @@ class WebhookDispatcher:
         return "queued"
 
     async def _run(self, document_id: str) -> None:
-        async with self._locks(document_id):
-            announce = self._queued.pop(document_id)
-            await self._sync_with_retries(document_id, announce)
+        claimed = False
+        try:
+            async with self._locks(document_id):
+                announce, claimed = self._queued.pop(document_id), True
+                await self._sync_with_retries(document_id, announce)
+        finally:
+            if not claimed:  # cancelled while waiting: later deliveries must not fold into it
+                self._queued.pop(document_id, None)
 
     async def _sync_with_retries(self, document_id: str, announce: bool) -> None:
         for attempt, delay in enumerate((0.0, *self._retry_delays)):

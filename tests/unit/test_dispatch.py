@@ -1,0 +1,388 @@
+"""Routing webhook deliveries to background work, with real Strapi 5.54 bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapter.errors import StrapiError, StrapiNotFound, StrapiUnavailable
+from tests.conftest import make_settings
+from webhooks.dispatch import WebhookDispatcher
+from webhooks.models import WebhookPayload
+
+SAMPLES = Path(__file__).parent.parent / "fixtures" / "webhook-samples.jsonl"
+NOTIFICATION = "api::notification.notification"
+READ_NOTIFICATION = "api::read-notification.read-notification"
+USER = "plugin::users-permissions.user"
+DOC = "adjutl3unow7mrzedbqgrovl"
+OTHER_DOC = "q4w8e2r6t0y5u9i3o7p1a5sd"
+
+
+def sample(event: str, uid: str, *, nth: int = 0) -> dict[str, Any]:
+    """The body of a captured delivery (a fresh copy)."""
+    with SAMPLES.open(encoding="utf-8") as lines:
+        bodies = [json.loads(line)["body"] for line in lines if line.strip()]
+    matching = [body for body in bodies if body["event"] == event and body["uid"] == uid]
+    return copy.deepcopy(matching[nth])
+
+
+def payload(
+    event: str, uid: str = NOTIFICATION, *, like: str | None = None, **changes: Any
+) -> WebhookPayload:
+    """A captured delivery, optionally re-labelled as another event (`like` names the sample)."""
+    body = sample(like or event, uid)
+    body["event"] = event
+    body.update(changes)
+    return WebhookPayload.model_validate(body)
+
+
+def for_document(event: str, document_id: str) -> WebhookPayload:
+    body = sample(event, NOTIFICATION)
+    body["entry"]["documentId"] = document_id
+    return WebhookPayload.model_validate(body)
+
+
+class FakeLifecycle:
+    """Records the work asked of it. `outcomes` are raised (or returned) by successive syncs;
+    while `gate` is set, each sync waits for it."""
+
+    def __init__(self, *outcomes: BaseException | None) -> None:
+        self.syncs: list[tuple[str, bool]] = []
+        self.finished: list[tuple[str, bool]] = []
+        self.forgotten: list[str] = []
+        self.gate: asyncio.Event | None = None
+        self._outcomes = list(outcomes)
+
+    async def sync(self, document_id: str, *, announce: bool) -> None:
+        self.syncs.append((document_id, announce))
+        if self.gate is not None:
+            await self.gate.wait()
+        outcome = self._outcomes.pop(0) if self._outcomes else None
+        if outcome is not None:
+            raise outcome
+        self.finished.append((document_id, announce))
+
+    def forget(self, document_id: str) -> None:
+        self.forgotten.append(document_id)
+
+
+class FakeUsers:
+    def __init__(self) -> None:
+        self.forgotten: list[int] = []
+
+    def forget(self, user_id: int) -> None:
+        self.forgotten.append(user_id)
+
+
+def make_dispatcher(lifecycle: FakeLifecycle, users: FakeUsers | None = None) -> WebhookDispatcher:
+    return WebhookDispatcher(
+        make_settings(),
+        lifecycle,  # type: ignore[arg-type]
+        users or FakeUsers(),  # type: ignore[arg-type]
+        retry_delays=(0.01, 0.01),
+    )
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "webhooks.dispatch" and r.levelno == level]
+
+
+def test_fixture_samples_are_the_real_captures() -> None:
+    lines = SAMPLES.read_text(encoding="utf-8").splitlines()
+    deliveries = [json.loads(line) for line in lines]
+    assert len(deliveries) == 8
+    assert {d["headers"]["Authorization"] for d in deliveries} == {"Bearer <WEBHOOK_SECRET>"}
+    assert all(d["headers"]["X-Strapi-Event"] == d["body"]["event"] for d in deliveries)
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", ["entry.create", "entry.publish"])
+async def test_dispatch_ignores_other_content_types(event: str) -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    outcome = dispatcher.dispatch(payload(event, READ_NOTIFICATION))
+
+    assert outcome == "ignored"
+    assert dispatcher.pending == 0
+    assert (lifecycle.syncs, lifecycle.forgotten) == ([], [])
+
+
+async def test_dispatch_ignores_media_events() -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+    media = WebhookPayload.model_validate(
+        {"event": "media.create", "createdAt": "2026-11-25T18:42:10.410Z", "media": {"id": 1}}
+    )
+
+    assert dispatcher.dispatch(media) == "ignored"
+    assert dispatcher.pending == 0
+
+
+@pytest.mark.parametrize("event", ["entry.create", "entry.update", "entry.delete"])
+async def test_dispatch_user_event_forgets_the_cached_user(event: str) -> None:
+    users = FakeUsers()
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle, users)
+
+    outcome = dispatcher.dispatch(payload(event, USER, like="entry.create"))
+
+    assert outcome == "user"
+    assert users.forgotten == [4]
+    assert lifecycle.syncs == []
+
+
+async def test_dispatch_user_event_without_entry_forgets_nobody() -> None:
+    users = FakeUsers()
+    dispatcher = make_dispatcher(FakeLifecycle(), users)
+
+    assert dispatcher.dispatch(payload("entry.update", USER, like="entry.create", entry=None)) == "user"
+    assert users.forgotten == []
+
+
+async def test_dispatch_notification_without_entry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # Seen from Strapi on publish (strapi#25387).
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        outcome = dispatcher.dispatch(payload("entry.publish", entry=None))
+
+    assert outcome == "no_entry"
+    assert messages(caplog, logging.WARNING) == [
+        "webhook entry.publish for a notification came with no entry"
+    ]
+    assert dispatcher.pending == 0
+    assert lifecycle.syncs == []
+
+
+async def test_dispatch_delete_forgets_the_notification() -> None:
+    # Strapi sends one entry.delete per row: the draft, then the published version.
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+    draft, published = (
+        WebhookPayload.model_validate(sample("entry.delete", NOTIFICATION, nth=n)) for n in (0, 1)
+    )
+
+    outcomes = [dispatcher.dispatch(draft), dispatcher.dispatch(published)]
+
+    assert outcomes == ["forgotten", "forgotten"]
+    assert lifecycle.forgotten == [DOC, DOC]
+    assert dispatcher.pending == 0
+    assert lifecycle.syncs == []
+
+
+@pytest.mark.parametrize("event", ["entry.unpublish", "entry.draft-discard"])
+async def test_dispatch_ignores_unpublish_and_discard(event: str) -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    assert dispatcher.dispatch(payload(event, like="entry.delete")) == "ignored"
+    assert dispatcher.pending == 0
+    assert (lifecycle.syncs, lifecycle.forgotten) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("event", "announce"),
+    [("entry.create", False), ("entry.update", False), ("entry.publish", True)],
+)
+async def test_dispatch_schedules_a_sync_that_announces_only_on_publish(event: str, announce: bool) -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    outcome = dispatcher.dispatch(payload(event))
+    await dispatcher.drain(5)
+
+    assert outcome == "queued"
+    assert lifecycle.finished == [(DOC, announce)]
+    assert dispatcher.pending == 0
+
+
+# -- one notification at a time --------------------------------------------------------------
+
+
+async def test_dispatch_burst_before_work_starts_is_one_sync_that_announces() -> None:
+    # A REST publish gives entry.update then entry.publish, at the same moment.
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    outcomes = [
+        dispatcher.dispatch(payload("entry.update")),
+        dispatcher.dispatch(payload("entry.publish")),
+        dispatcher.dispatch(payload("entry.update")),
+    ]
+    await dispatcher.drain(5)
+
+    assert outcomes == ["queued", "coalesced", "coalesced"]
+    assert lifecycle.finished == [(DOC, True)]
+
+
+async def test_dispatch_deliveries_while_one_waits_are_coalesced() -> None:
+    lifecycle = FakeLifecycle()
+    lifecycle.gate = asyncio.Event()
+    dispatcher = make_dispatcher(lifecycle)
+
+    first = dispatcher.dispatch(payload("entry.create"))
+    await asyncio.sleep(0.01)  # the first sync is now running
+    later = [
+        dispatcher.dispatch(payload("entry.update")),
+        dispatcher.dispatch(payload("entry.publish")),
+        dispatcher.dispatch(payload("entry.update")),
+    ]
+    await asyncio.sleep(0.01)
+    running_together = len(lifecycle.syncs)
+    lifecycle.gate.set()
+    await dispatcher.drain(5)
+
+    assert (first, later) == ("queued", ["queued", "coalesced", "coalesced"])
+    assert running_together == 1  # the second waits for the first: one notification at a time
+    assert lifecycle.finished == [(DOC, False), (DOC, True)]
+
+
+async def test_dispatch_different_notifications_do_not_wait_for_each_other() -> None:
+    lifecycle = FakeLifecycle()
+    lifecycle.gate = asyncio.Event()
+    dispatcher = make_dispatcher(lifecycle)
+
+    outcomes = [
+        dispatcher.dispatch(for_document("entry.publish", DOC)),
+        dispatcher.dispatch(for_document("entry.publish", OTHER_DOC)),
+    ]
+    await asyncio.sleep(0.01)
+    running_together = sorted(lifecycle.syncs)
+    lifecycle.gate.set()
+    await dispatcher.drain(5)
+
+    assert outcomes == ["queued", "queued"]
+    assert running_together == sorted([(DOC, True), (OTHER_DOC, True)])
+
+
+async def test_dispatch_delivery_after_a_sync_finished_runs_again() -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload("entry.publish"))
+    await dispatcher.drain(5)
+    outcome = dispatcher.dispatch(payload("entry.update"))
+    await dispatcher.drain(5)
+
+    assert outcome == "queued"
+    assert lifecycle.finished == [(DOC, True), (DOC, False)]
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+async def test_dispatch_retries_while_strapi_is_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    lifecycle = FakeLifecycle(StrapiUnavailable("timed out", method="GET", path="/api/notifications/x"))
+    dispatcher = make_dispatcher(lifecycle)
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        dispatcher.dispatch(payload("entry.publish"))
+        await dispatcher.drain(5)
+
+    assert lifecycle.syncs == [(DOC, True), (DOC, True)]
+    assert lifecycle.finished == [(DOC, True)]
+    assert messages(caplog, logging.WARNING) == [
+        f"notification {DOC}: Strapi unavailable (try 1): timed out (GET /api/notifications/x)"
+    ]
+    assert messages(caplog, logging.ERROR) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        StrapiError("Forbidden", status=403, method="PUT"),
+        StrapiNotFound("Not Found", status=404, method="GET"),
+    ],
+)
+async def test_dispatch_does_not_retry_a_refusal(
+    caplog: pytest.LogCaptureFixture, error: StrapiError
+) -> None:
+    lifecycle = FakeLifecycle(error)
+    dispatcher = make_dispatcher(lifecycle)
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        dispatcher.dispatch(payload("entry.update"))
+        await dispatcher.drain(5)
+
+    assert lifecycle.syncs == [(DOC, False)]
+    assert messages(caplog, logging.ERROR) == [f"notification {DOC}: Strapi refused: {error}"]
+
+
+async def test_dispatch_gives_up_after_the_last_retry_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    down = StrapiUnavailable("unreachable: ConnectError")
+    lifecycle = FakeLifecycle(down, down, down, None)
+    dispatcher = make_dispatcher(lifecycle)
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        dispatcher.dispatch(payload("entry.publish"))
+        await dispatcher.drain(5)
+
+    assert len(lifecycle.syncs) == 3  # the first try and the two retries
+    assert lifecycle.finished == []
+    assert len(messages(caplog, logging.WARNING)) == 3
+    assert messages(caplog, logging.ERROR) == [f"notification {DOC}: gave up after 3 tries"]
+
+
+async def test_dispatch_logs_an_unexpected_failure_and_keeps_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lifecycle = FakeLifecycle(KeyError("notification_users"))
+    dispatcher = make_dispatcher(lifecycle)
+
+    with caplog.at_level(logging.ERROR, logger="webhooks.dispatch"):
+        dispatcher.dispatch(payload("entry.publish"))
+        await dispatcher.drain(5)
+        outcome = dispatcher.dispatch(payload("entry.publish"))
+        await dispatcher.drain(5)
+
+    (record,) = [r for r in caplog.records if r.name == "webhooks.dispatch"]
+    assert record.getMessage() == f"notification {DOC}: unexpected failure"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], KeyError)
+    assert outcome == "queued"
+    assert lifecycle.finished == [(DOC, True)]
+
+
+# -- drain -----------------------------------------------------------------------------------
+
+
+async def test_dispatch_drain_waits_for_work_in_progress(caplog: pytest.LogCaptureFixture) -> None:
+    lifecycle = FakeLifecycle()
+    lifecycle.gate = asyncio.Event()
+    dispatcher = make_dispatcher(lifecycle)
+    dispatcher.dispatch(payload("entry.publish"))
+    asyncio.get_running_loop().call_later(0.05, lifecycle.gate.set)
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        await dispatcher.drain(5)
+
+    assert lifecycle.finished == [(DOC, True)]
+    assert dispatcher.pending == 0
+    assert messages(caplog, logging.ERROR) == []
+
+
+async def test_dispatch_drain_cancels_work_beyond_the_grace_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lifecycle = FakeLifecycle()
+    lifecycle.gate = asyncio.Event()  # never set: Strapi hangs
+    dispatcher = make_dispatcher(lifecycle)
+    dispatcher.dispatch(for_document("entry.publish", DOC))
+    dispatcher.dispatch(for_document("entry.publish", OTHER_DOC))
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        await asyncio.wait_for(dispatcher.drain(0.05), timeout=2)
+
+    assert lifecycle.finished == []
+    assert dispatcher.pending == 0
+    assert messages(caplog, logging.ERROR) == ["stopped with 2 notification jobs unfinished"]
