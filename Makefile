@@ -34,6 +34,8 @@ format: install
 e2e-deps:
 	bash strapi-fixtures/install.sh
 	bash $(JSDIR)/install.sh
+	bash demo/install.sh
+	@command -v chromium >/dev/null || (set -x; apt-get update && apt-get install -y chromium)
 
 test-unit: install
 	$(BIN)/pytest tests/unit
