@@ -15,10 +15,12 @@ import httpx
 import socketio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapter.auth import Authenticator, UserDirectory, short_secret_warning
+from adapter.inbox import Inbox
+from adapter.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapter.notifications import KnownIds
 from adapter.receipts import ReadReceipts
 from adapter.settings import Settings
@@ -45,6 +47,7 @@ class Sidecar:
     sio: socketio.AsyncServer
     gateway: SocketGateway
     dispatcher: WebhookDispatcher
+    metrics: Metrics
     asgi: socketio.ASGIApp
 
     async def close_connections(self) -> None:
@@ -62,15 +65,20 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
         settings.strapi_timeout,
         transport=transport,
     )
-    strapi = StrapiClient(http)
+    metrics = Metrics()
+    strapi = StrapiClient(http, metrics.observe_strapi)
     known_ids = KnownIds(settings.emitted_ledger_size)
     users = UserDirectory(strapi, settings.user_cache_ttl)
     authenticator = Authenticator(settings.strapi_jwt_secret.get_secret_value(), users)
     receipts = ReadReceipts(strapi, settings, known_ids)
+    inbox = Inbox(strapi, settings, known_ids)
     sio = create_socket_server(settings)
-    gateway = SocketGateway(sio, settings, authenticator, receipts)
-    lifecycle = NotificationLifecycle(strapi, settings, gateway, known_ids)
+    gateway = SocketGateway(sio, settings, authenticator, receipts, inbox, metrics)
+    lifecycle = NotificationLifecycle(strapi, settings, gateway, known_ids, receipts.readers)
     dispatcher = WebhookDispatcher(settings, lifecycle, users)
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -87,11 +95,12 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
 
     routes = [
         Route("/healthz", _healthz, methods=["GET"]),
-        Route("/webhooks/strapi", WebhookReceiver(settings, dispatcher).handle, methods=["POST"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/webhooks/strapi", WebhookReceiver(settings, dispatcher, metrics).handle, methods=["POST"]),
     ]
     web = Starlette(routes=routes, lifespan=lifespan)
     asgi = socketio.ASGIApp(sio, other_asgi_app=web)
-    return Sidecar(settings, http, strapi, sio, gateway, dispatcher, asgi)
+    return Sidecar(settings, http, strapi, sio, gateway, dispatcher, metrics, asgi)
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> socketio.ASGIApp:

@@ -12,7 +12,7 @@ from typing import Any
 
 from adapter.strapi import Document
 
-__all__ = ["KnownIds", "audience_ids", "wire_payload"]
+__all__ = ["KnownIds", "Ledger", "audience_ids", "wire_payload"]
 
 
 def wire_payload(notification: Document) -> dict[str, Any]:
@@ -53,3 +53,26 @@ class KnownIds:
 
     def document_id(self, numeric_id: int) -> str | None:
         return self._ids.get(numeric_id)
+
+
+class Ledger:
+    """A bounded map documentId -> set of ints, least recently touched dropped first."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._items: OrderedDict[str, set[int]] = OrderedDict()
+
+    def get(self, key: str) -> set[int] | None:
+        return self._items.get(key)
+
+    def put(self, key: str, value: set[int]) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def add(self, key: str, values: set[int]) -> None:
+        self.put(key, (self.get(key) or set()) | values)

@@ -11,14 +11,16 @@ notification at once cannot create two READNOTIFICATIONs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from adapter.errors import InvalidPayload, NotificationNotFound, StrapiError, UpstreamError
 from adapter.locks import KeyedLock
-from adapter.notifications import KnownIds
+from adapter.notifications import KnownIds, Ledger
 from adapter.settings import Settings
 from adapter.strapi import Document, StrapiClient
 
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 DOCUMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # fullmatch: "$" would let "x\n" in
 MAX_NUMERIC_ID = 2**53
+READ_ALL_CONCURRENCY = 8
+RECEIPT_BATCH = 100
+CREATED_MEMORY = 10_000
 CONTEXT_ADD = "add user to notification"
 CONTEXT_CREATE = "create user to notification relation"
 CONTEXT_FIND = "find notification"
@@ -67,25 +72,65 @@ def parse_notification_ref(data: object) -> int | str:
 class ReadReceipts:
     """Marks notifications read for users, exactly as the seed did, plus the checks it lacked."""
 
-    def __init__(self, strapi: StrapiClient, settings: Settings, known_ids: KnownIds):
+    def __init__(
+        self, strapi: StrapiClient, settings: Settings, known_ids: KnownIds, readers: Ledger | None = None
+    ):
         self._strapi = strapi
         self._settings = settings
         self._known_ids = known_ids
+        # Who is known to have read what (bounded): READNOTIFICATION webhooks for reads recorded
+        # here are not echoed to the users a second time.
+        self.readers = readers if readers is not None else Ledger(settings.emitted_ledger_size)
         self._locked = KeyedLock()
+        # When this process last created a READNOTIFICATION per notification (a sequence
+        # number): a batch lookup older than that is stale for it, so read-all looks again.
+        self._sequence = 0
+        self._created: OrderedDict[str, int] = OrderedDict()
 
     async def mark_read(self, user_id: int, ref: int | str) -> ReadResult:
         notification = await self._find_addressed(user_id, ref)
         document_id = str(notification["documentId"])
         async with self._locked(document_id):
-            return await self._record(user_id, document_id)
+            result = await self._record(user_id, document_id)
+        self.readers.add(document_id, {user_id})
+        return result
+
+    async def mark_many(self, user_id: int, document_ids: list[str]) -> list[str]:
+        """Mark notifications known to be addressed to the user and unread by them (read-all).
+
+        READNOTIFICATIONs are looked up 100 notifications per request; Strapi's REST API has no
+        bulk write, so each notification still costs one write (a connect, or a create).
+        Returns the documentIds marked.
+        """
+        snapshot = self._sequence
+        first_receipts = await self._first_receipts(document_ids)
+        gate = asyncio.Semaphore(READ_ALL_CONCURRENCY)
+
+        async def mark(document_id: str) -> str | None:
+            async with gate, self._locked(document_id):
+                try:
+                    receipt = first_receipts.get(document_id)
+                    if receipt is None and self._created.get(document_id, -1) >= snapshot:
+                        return (
+                            None if (await self._record(user_id, document_id)).already_read else document_id
+                        )
+                    await self._write_receipt(user_id, document_id, receipt)
+                except UpstreamError:
+                    return None
+                self.readers.add(document_id, {user_id})
+                return document_id
+
+        marked = await asyncio.gather(*(mark(document_id) for document_id in document_ids))
+        return [document_id for document_id in marked if document_id is not None]
 
     async def _find_addressed(self, user_id: int, ref: int | str) -> Document:
+        # A numeric id this sidecar handed out may have gone stale (Strapi re-creates the
+        # published row on every publish): look those up by their documentId.
+        remembered = self._known_ids.document_id(ref) if isinstance(ref, int) else None
         try:
-            found = await self._find_published(user_id, ref)
-            if found is None and isinstance(ref, int):
-                remembered = self._known_ids.document_id(ref)
-                if remembered is not None:
-                    found = await self._find_published(user_id, remembered)
+            found = await self._find_published(user_id, remembered or ref)
+            if found is None and remembered is not None:
+                found = await self._find_published(user_id, ref)
         except StrapiError as exc:
             log_read_failure(exc, user_id, ref, CONTEXT_FIND)
             raise UpstreamError(f"Strapi failed: {exc.message}") from exc
@@ -111,33 +156,62 @@ class ReadReceipts:
 
     async def _record(self, user_id: int, document_id: str) -> ReadResult:
         receipts = await self._receipts_of(user_id, document_id)
-        users_field = self._settings.read_users_field
-        if any(receipt.get(users_field) for receipt in receipts):
+        if any(receipt.get(self._settings.read_users_field) for receipt in receipts):
             return ReadResult(document_id, already_read=True)
-        if receipts:
-            target = str(receipts[0]["documentId"])
-            await self._write(
-                CONTEXT_ADD,
-                user_id,
-                target,
-                self._strapi.update(
-                    self._settings.read_collection,
-                    target,
-                    {users_field: {"connect": [{"id": user_id}]}},
-                ),
-            )
-        else:
-            data = {
-                self._settings.read_notification_field: {"connect": [{"documentId": document_id}]},
-                users_field: {"connect": [{"id": user_id}]},
-            }
-            await self._write(
-                CONTEXT_CREATE,
-                user_id,
-                document_id,
-                self._strapi.create(self._settings.read_collection, data),
-            )
+        first = str(receipts[0]["documentId"]) if receipts else None
+        await self._write_receipt(user_id, document_id, first)
         return ReadResult(document_id, already_read=False)
+
+    async def _write_receipt(self, user_id: int, document_id: str, receipt: str | None) -> None:
+        """Connect the user to the notification's first READNOTIFICATION, or create one."""
+        users_field = self._settings.read_users_field
+        if receipt is not None:
+            write = self._strapi.update(
+                self._settings.read_collection, receipt, {users_field: {"connect": [{"id": user_id}]}}
+            )
+            await self._write(CONTEXT_ADD, user_id, receipt, write)
+            return
+        data = {
+            self._settings.read_notification_field: {"connect": [{"documentId": document_id}]},
+            users_field: {"connect": [{"id": user_id}]},
+        }
+        await self._write(
+            CONTEXT_CREATE, user_id, document_id, self._strapi.create(self._settings.read_collection, data)
+        )
+        self._created[document_id] = self._sequence
+        self._created.move_to_end(document_id)
+        self._sequence += 1
+        while len(self._created) > CREATED_MEMORY:
+            self._created.popitem(last=False)
+
+    async def _first_receipts(self, document_ids: list[str]) -> dict[str, str]:
+        """The first READNOTIFICATION (lowest id) of each notification that has one."""
+        field = self._settings.read_notification_field
+        first: dict[str, str] = {}
+        for start in range(0, len(document_ids), RECEIPT_BATCH):
+            batch = document_ids[start : start + RECEIPT_BATCH]
+            page_number = 1
+            while True:
+                try:
+                    page = await self._strapi.find(
+                        self._settings.read_collection,
+                        filters={field: {"documentId": {"$in": batch}}},
+                        populate={field: {"fields": ["documentId"]}},
+                        fields=["documentId"],
+                        sort="id:asc",
+                        page=page_number,
+                        page_size=RECEIPT_BATCH,
+                    )
+                except StrapiError as exc:
+                    raise UpstreamError(f"Strapi failed: {exc.message}") from exc
+                for receipt in page.items:
+                    target = receipt.get(field)
+                    if isinstance(target, dict):
+                        first.setdefault(str(target["documentId"]), str(receipt["documentId"]))
+                if page_number >= page.page_count:
+                    break
+                page_number += 1
+        return first
 
     async def _receipts_of(self, user_id: int, document_id: str) -> list[Document]:
         """The READNOTIFICATIONs of a notification, each with this user populated if present."""

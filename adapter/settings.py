@@ -48,11 +48,19 @@ class Settings(BaseSettings):
     event_notification: str = "notificacion"
     event_read: str = "notification:read"
     room_prefix: str = "user-"
+    # Inbox events beyond the seed (see docs/protocol.md).
+    event_sync: str = "notification:sync"
+    event_unread: str = "notification:unread"
+    event_read_all: str = "notification:read-all"
+    event_read_echo: str = "notification:read"
+    event_removed: str = "notification:removed"
 
     # Behaviour.
     user_cache_ttl: float = Field(30.0, ge=0)
     connect_chunk_size: int = Field(500, gt=0)
     emitted_ledger_size: int = Field(10_000, gt=0)
+    catchup_limit: int = Field(50, ge=0, le=100)
+    renotify_on_republish: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -1,28 +1,39 @@
-"""The Socket.IO edge: handshake authentication, one room per user, `notification:read`, emits.
+"""The Socket.IO edge: handshake authentication, one room per user, the inbox events, emits.
 
-The wire contract is the seed's (event names and room prefix come from settings):
-- a socket authenticates with `auth: {token}` (or `Authorization: Bearer`), and joins `user-<id>`;
+The seed's contract is kept as is (event names and room prefix come from settings):
+- a socket authenticates with `auth: {token}` (or `Authorization: Bearer`) and joins `user-<id>`;
 - `notification:read` `{notificationId}` records a read; with an ack the client learns the result;
 - the server emits `notificacion` to user rooms.
+Beyond the seed (docs/protocol.md): catch-up on connect (`notification:sync`), the live unread
+count (`notification:unread`), mark-all-read, read echoes to the user's other sockets, and
+`notification:removed`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
 
 from adapter.auth import Authenticator
-from adapter.errors import AuthError, ReadError
+from adapter.errors import AuthError, InvalidPayload, ReadError, StrapiError, UpstreamError
+from adapter.inbox import Inbox, InboxPage, parse_cursor
+from adapter.metrics import Metrics
+from adapter.notifications import wire_payload
 from adapter.receipts import ReadReceipts, parse_notification_ref
 from adapter.settings import Settings
 
 __all__ = ["SocketGateway", "create_socket_server"]
 
 logger = logging.getLogger(__name__)
+
+RECOUNT_CONCURRENCY = 8
+Ack = dict[str, Any]
 
 
 def create_socket_server(settings: Settings) -> socketio.AsyncServer:
@@ -44,13 +55,25 @@ class SocketGateway:
         settings: Settings,
         authenticator: Authenticator,
         receipts: ReadReceipts,
+        inbox: Inbox,
+        metrics: Metrics,
     ):
         self._sio = sio
         self._settings = settings
         self._authenticator = authenticator
         self._receipts = receipts
+        self._inbox = inbox
+        self._metrics = metrics
+        self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
+        self._unread: dict[int, int] = {}  # last unread count sent, per connected user
+        self._tasks: set[asyncio.Task[None]] = set()
         sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
         sio.on(settings.event_read, self.on_read)
+        sio.on(settings.event_read_all, self.on_read_all)
+        sio.on(settings.event_sync, self.on_sync)
+
+    # -- handshake -------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         token = _token_from(auth, environ)
@@ -58,31 +81,123 @@ class SocketGateway:
         try:
             identity = await self._authenticator.authenticate(token, claimed)
         except AuthError as exc:
+            self._metrics.handshakes.labels(exc.code).inc()
             logger.info("refused socket from %s: %s", _peer(environ), exc.code)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code}) from exc
-        await self._sio.save_session(sid, {"user_id": identity.user_id})
-        await self._sio.enter_room(sid, self._settings.room_for(identity.user_id))
-        logger.debug("socket %s joined as user %s", sid, identity.user_id)
+        user_id = identity.user_id
+        await self._sio.save_session(sid, {"user_id": user_id})
+        await self._sio.enter_room(sid, self._settings.room_for(user_id))
+        self._sockets[user_id].add(sid)
+        self._metrics.handshakes.labels("ok").inc()
+        self._count_presence()
+        self._spawn(self._catch_up(sid, user_id))
+        logger.debug("socket %s joined as user %s", sid, user_id)
 
-    async def on_read(self, sid: str, data: object = None) -> dict[str, Any]:
+    async def on_disconnect(self, sid: str, reason: object = None) -> None:
+        session = await self._sio.get_session(sid)
+        user_id = session.get("user_id") if session else None
+        if user_id is None:
+            return
+        sockets = self._sockets.get(user_id)
+        if sockets is not None:
+            sockets.discard(sid)
+            if not sockets:
+                del self._sockets[user_id]
+                self._unread.pop(user_id, None)
+        self._count_presence()
+
+    # -- client events ---------------------------------------------------------------------
+
+    async def on_read(self, sid: str, data: object = None) -> Ack:
         """`notification:read`; the return value is the acknowledgement, when one was asked for."""
-        user_id = await self._user_of(sid)
-        try:
-            ref = parse_notification_ref(data)
-            result = await self._receipts.mark_read(user_id, ref)
-        except ReadError as exc:
-            return {"ok": False, "error": {"code": exc.code, "message": exc.message}}
-        except Exception:
-            logger.exception("unexpected failure marking a notification read for user %s", user_id)
-            return {"ok": False, "error": {"code": "internal_error", "message": "internal error"}}
-        return result.ack()
+
+        async def read(user_id: int) -> Ack:
+            result = await self._receipts.mark_read(user_id, parse_notification_ref(data))
+            if not result.already_read:
+                await self._echo_read(user_id, [result.document_id], skip_sid=sid)
+            return result.ack()
+
+        return await self._answer(sid, "read", read)
+
+    async def on_read_all(self, sid: str, data: object = None) -> Ack:
+        """Mark every unread notification of the user read; ack `{ok, marked}`."""
+
+        async def read_all(user_id: int) -> Ack:
+            marked: list[str] = []
+            try:
+                async for batch in self._inbox.unread_batches(user_id):
+                    marked += await self._receipts.mark_many(user_id, [str(n["documentId"]) for n in batch])
+            except StrapiError as exc:
+                raise UpstreamError(f"Strapi failed: {exc.message}") from exc
+            finally:
+                if marked:
+                    await self._echo_read(user_id, marked, skip_sid=sid)
+            return {"ok": True, "marked": len(marked)}
+
+        return await self._answer(sid, "read_all", read_all)
+
+    async def on_sync(self, sid: str, data: object = None) -> Ack:
+        """Ask for (more of) the inbox: `{cursor?, limit?}` -> `{ok, items, unread, hasMore, cursor}`."""
+
+        async def sync(user_id: int) -> Ack:
+            cursor, limit = self._sync_request(data)
+            try:
+                page = await self._inbox.page(user_id, cursor=cursor, limit=limit)
+            except StrapiError as exc:
+                raise UpstreamError(f"Strapi failed: {exc.message}") from exc
+            self._unread[user_id] = page.unread
+            return {"ok": True, **self._page_body(page)}
+
+        return await self._answer(sid, "sync", sync)
+
+    # -- server-side events ----------------------------------------------------------------
 
     async def notify(self, user_ids: Iterable[int], payload: dict[str, Any]) -> int:
         """Emit the notification event to each user's room, in one call. Returns the room count."""
-        rooms = [self._settings.room_for(user_id) for user_id in sorted(user_ids)]
-        if rooms:
-            await self._sio.emit(self._settings.event_notification, payload, to=rooms)
-        return len(rooms)
+        users = sorted(user_ids)
+        await self._emit(self._settings.event_notification, payload, users)
+        bumped: dict[int, list[int]] = defaultdict(list)
+        for user_id in users:
+            if user_id in self._unread:
+                self._unread[user_id] += 1
+                bumped[self._unread[user_id]].append(user_id)
+        for count, group in bumped.items():
+            await self._emit(self._settings.event_unread, {"unread": count}, group)
+        return len(users)
+
+    async def removed(self, document_id: str, user_ids: Iterable[int] | None) -> None:
+        """A notification was deleted or unpublished: tell its audience (everyone if unknown)."""
+        payload = {"documentId": document_id}
+        if user_ids is None:
+            await self._sio.emit(self._settings.event_removed, payload)
+            self._metrics.emits.labels(self._settings.event_removed).inc()
+            affected = list(self._unread)
+        else:
+            affected = sorted(user_ids)
+            await self._emit(self._settings.event_removed, payload, affected)
+        await self.recount(affected)
+
+    async def read_elsewhere(self, document_id: str, user_ids: Iterable[int]) -> None:
+        """Reads recorded in Strapi by other means (an editor, another service)."""
+        await self._echo_read_to(sorted(user_ids), [document_id], skip_sid=None)
+
+    async def recount(self, user_ids: Iterable[int]) -> None:
+        """Send fresh unread counts, from Strapi, to the users connected here."""
+        connected = [user_id for user_id in user_ids if user_id in self._sockets]
+        gate = asyncio.Semaphore(RECOUNT_CONCURRENCY)
+
+        async def one(user_id: int) -> None:
+            async with gate:
+                try:
+                    count = await self._inbox.unread_count(user_id)
+                except StrapiError as exc:
+                    logger.warning("cannot count unread notifications of user %s: %s", user_id, exc)
+                    return
+            if user_id in self._sockets:
+                self._unread[user_id] = count
+                await self._emit(self._settings.event_unread, {"unread": count}, [user_id])
+
+        await asyncio.gather(*(one(user_id) for user_id in connected))
 
     async def close_all(self) -> int:
         """Close every client's transport (clients see a transport close and reconnect)."""
@@ -90,7 +205,93 @@ class SocketGateway:
         for sock in sockets:
             # wait=False: a long-polling client may never come back to collect the close packet
             await sock.close(wait=False, reason=self._sio.eio.reason.SERVER_DISCONNECT)
+        for task in list(self._tasks):
+            task.cancel()
         return len(sockets)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _catch_up(self, sid: str, user_id: int) -> None:
+        try:
+            page = await self._inbox.page(user_id, cursor=None, limit=self._settings.catchup_limit)
+        except StrapiError as exc:
+            logger.warning("catch-up for user %s failed: %s", user_id, exc)
+            return
+        except Exception:
+            logger.exception("catch-up for user %s failed", user_id)
+            return
+        if user_id not in self._sockets:
+            return
+        self._unread[user_id] = page.unread
+        await self._sio.emit(self._settings.event_sync, self._page_body(page), to=sid)
+        self._metrics.emits.labels(self._settings.event_sync).inc()
+
+    async def _echo_read(self, user_id: int, document_ids: list[str], *, skip_sid: str | None) -> None:
+        await self._echo_read_to([user_id], document_ids, skip_sid=skip_sid)
+
+    async def _echo_read_to(self, users: list[int], document_ids: list[str], *, skip_sid: str | None) -> None:
+        """Tell users' sockets (but the one that asked) what they read; then fresh counts."""
+        rooms = [self._settings.room_for(user_id) for user_id in users]
+        if rooms and document_ids:
+            if len(document_ids) == 1:
+                event = self._settings.event_read_echo
+                payload: dict[str, Any] = {"notificationId": document_ids[0], "documentId": document_ids[0]}
+            else:
+                event = self._settings.event_read_all
+                payload = {"documentIds": document_ids, "marked": len(document_ids)}
+            await self._sio.emit(event, payload, to=rooms, skip_sid=skip_sid)
+            self._metrics.emits.labels(event).inc()
+        await self.recount(users)
+
+    async def _emit(self, event: str, payload: dict[str, Any], user_ids: list[int]) -> None:
+        if not user_ids:
+            return
+        rooms = [self._settings.room_for(user_id) for user_id in user_ids]
+        await self._sio.emit(event, payload, to=rooms)
+        self._metrics.emits.labels(event).inc()
+        self._metrics.deliveries.labels(event).inc(len(rooms))
+
+    async def _answer(self, sid: str, name: str, handler: Callable[[int], Awaitable[Ack]]) -> Ack:
+        """Run a client request; every failure becomes an error ack, never an exception."""
+        try:
+            user_id = await self._user_of(sid)
+            ack = await handler(user_id)
+        except ReadError as exc:
+            self._metrics.reads.labels(f"{name}:{exc.code}").inc()
+            return {"ok": False, "error": {"code": exc.code, "message": exc.message}}
+        except Exception:
+            logger.exception("unexpected failure handling %s for socket %s", name, sid)
+            self._metrics.reads.labels(f"{name}:internal_error").inc()
+            return {"ok": False, "error": {"code": "internal_error", "message": "internal error"}}
+        self._metrics.reads.labels(f"{name}:ok").inc()
+        return ack
+
+    def _sync_request(self, data: object) -> tuple[tuple[str, str] | None, int]:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InvalidPayload("expected an object with optional cursor and limit")
+        limit = data.get("limit", self._settings.catchup_limit or 50)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+            raise InvalidPayload("limit must be a whole number from 1 to 100")
+        return parse_cursor(data.get("cursor")), limit
+
+    def _page_body(self, page: InboxPage) -> dict[str, Any]:
+        return {
+            "items": [wire_payload(item) for item in page.items],
+            "unread": page.unread,
+            "hasMore": page.has_more,
+            "cursor": page.cursor,
+        }
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _count_presence(self) -> None:
+        self._metrics.users.set(len(self._sockets))
+        self._metrics.sockets.set(sum(len(sids) for sids in self._sockets.values()))
 
     async def _user_of(self, sid: str) -> int:
         session = await self._sio.get_session(sid)

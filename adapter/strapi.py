@@ -7,15 +7,16 @@ one owner opens and closes it and tests can swap its transport.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from adapter.errors import StrapiError, StrapiNotFound, StrapiUnavailable
 
-__all__ = ["Document", "Page", "StrapiClient", "build_http_client", "encode_query"]
+__all__ = ["Document", "Page", "RequestObserver", "StrapiClient", "build_http_client", "encode_query"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +78,16 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, str(value)))
 
 
+class RequestObserver(Protocol):
+    def __call__(self, method: str, status: int | None, seconds: float) -> None: ...
+
+
 class StrapiClient:
     """Typed calls to the Strapi routes the sidecar needs; errors come out as `StrapiError`s."""
 
-    def __init__(self, http: httpx.AsyncClient):
+    def __init__(self, http: httpx.AsyncClient, observe: RequestObserver | None = None):
         self._http = http
+        self._observe = observe
 
     # -- documents -------------------------------------------------------------------------
 
@@ -224,12 +230,18 @@ class StrapiClient:
         json: Any = None,
     ) -> Any:
         query = httpx.QueryParams(tuple(encode_query(params or {})))
+        started = time.perf_counter()
+        status: int | None = None
         try:
             response = await self._http.request(method, path, params=query, json=json)
+            status = response.status_code
         except httpx.TimeoutException as exc:
             raise StrapiUnavailable("timed out", method=method, path=path) from exc
         except httpx.HTTPError as exc:
             raise StrapiUnavailable(f"unreachable: {type(exc).__name__}", method=method, path=path) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(method, status, time.perf_counter() - started)
         if not response.is_success:
             raise _error_from(response, method, path)
         try:

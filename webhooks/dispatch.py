@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from adapter.auth import UserDirectory
 from adapter.errors import StrapiError, StrapiUnavailable
@@ -19,7 +21,7 @@ from adapter.settings import Settings
 from webhooks.lifecycle import NotificationLifecycle
 from webhooks.models import WebhookPayload
 
-__all__ = ["DEFAULT_RETRY_DELAYS", "WebhookDispatcher"]
+__all__ = ["DEFAULT_RETRY_DELAYS", "Pending", "WebhookDispatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,21 @@ DEFAULT_RETRY_DELAYS = (0.5, 2.0, 5.0, 10.0)
 PUBLISH_EVENT = "entry.publish"
 DELETE_EVENT = "entry.delete"
 SYNC_EVENTS = frozenset({"entry.create", "entry.update", PUBLISH_EVENT})
+REMOVAL_EVENTS = frozenset({DELETE_EVENT, "entry.unpublish"})
+
+
+@dataclass(slots=True)
+class Pending:
+    """What a notification's next run must do; deliveries that arrive meanwhile fold in."""
+
+    sync: bool = False
+    announce: bool = False
+    remove: bool = False
+
+    def merge(self, other: Pending) -> None:
+        self.sync |= other.sync
+        self.announce |= other.announce
+        self.remove |= other.remove
 
 
 class WebhookDispatcher:
@@ -44,7 +61,7 @@ class WebhookDispatcher:
         self._lifecycle = lifecycle
         self._users = users
         self._retry_delays = tuple(retry_delays)
-        self._queued: dict[str, bool] = {}
+        self._queued: dict[str, Pending] = {}
         self._locks = KeyedLock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -52,6 +69,8 @@ class WebhookDispatcher:
         """Start what the delivery calls for; return what was done, for the response and logs."""
         if payload.uid == self._settings.user_uid:
             return self._user_changed(payload)
+        if payload.uid == self._settings.read_uid:
+            return self._reads_changed(payload)
         if payload.uid != self._settings.notification_uid:
             logger.debug("ignored webhook %s for %s", payload.event, payload.uid)
             return "ignored"
@@ -59,12 +78,14 @@ class WebhookDispatcher:
         if ref is None:
             logger.warning("webhook %s for a notification came with no entry", payload.event)
             return "no_entry"
-        if payload.event == DELETE_EVENT:
-            self._lifecycle.forget(ref.document_id)
+        if payload.event == DELETE_EVENT and ref.published_at is None:
+            self._lifecycle.forget(ref.document_id)  # the draft row; the published one says more
             return "forgotten"
+        if payload.event in REMOVAL_EVENTS:
+            return self._schedule(ref.document_id, Pending(remove=True))
         if payload.event not in SYNC_EVENTS:
             return "ignored"
-        return self._schedule(ref.document_id, announce=payload.event == PUBLISH_EVENT)
+        return self._schedule(ref.document_id, Pending(sync=True, announce=payload.event == PUBLISH_EVENT))
 
     @property
     def pending(self) -> int:
@@ -87,22 +108,48 @@ class WebhookDispatcher:
             self._users.forget(user_id)
         return "user"
 
-    def _schedule(self, document_id: str, *, announce: bool) -> str:
-        if document_id in self._queued:
-            self._queued[document_id] |= announce
+    def _reads_changed(self, payload: WebhookPayload) -> str:
+        entry = payload.entry or {}
+        if payload.event not in SYNC_EVENTS or not entry:
+            return "ignored"
+        target = entry.get(self._settings.read_notification_field)
+        users = entry.get(self._settings.read_users_field)
+        if not isinstance(target, dict) or not isinstance(target.get("documentId"), str):
+            return "ignored"
+        readers = {int(u["id"]) for u in users or [] if isinstance(u, dict) and isinstance(u.get("id"), int)}
+        self._spawn(self._lifecycle.reads_recorded(target["documentId"], readers), "reads")
+        return "reads"
+
+    def _schedule(self, document_id: str, wanted: Pending) -> str:
+        queued = self._queued.get(document_id)
+        if queued is not None:
+            queued.merge(wanted)
             return "coalesced"
-        self._queued[document_id] = announce
-        task = asyncio.create_task(self._run(document_id), name=f"notification:{document_id}")
+        self._queued[document_id] = wanted
+        self._spawn(self._run(document_id), f"notification:{document_id}")
+        return "queued"
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(self._guarded(work, name), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return "queued"
+
+    @staticmethod
+    async def _guarded(work: Coroutine[Any, Any, None], name: str) -> None:
+        try:
+            await work
+        except Exception:
+            logger.exception("%s: unexpected failure", name)
 
     async def _run(self, document_id: str) -> None:
         claimed = False
         try:
             async with self._locks(document_id):
-                announce, claimed = self._queued.pop(document_id), True
-                await self._sync_with_retries(document_id, announce)
+                wanted, claimed = self._queued.pop(document_id), True
+                if wanted.remove:
+                    await self._lifecycle.removed(document_id)
+                if wanted.sync:
+                    await self._sync_with_retries(document_id, wanted.announce)
         finally:
             if not claimed:  # cancelled while waiting: later deliveries must not fold into it
                 self._queued.pop(document_id, None)

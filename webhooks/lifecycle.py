@@ -20,16 +20,15 @@ Consistent states produce no write, so the sidecar's own writes do not start a w
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from adapter.notifications import KnownIds, audience_ids, wire_payload
+from adapter.notifications import KnownIds, Ledger, audience_ids, wire_payload
 from adapter.settings import Settings
 from adapter.strapi import Document, StrapiClient
 
-__all__ = ["Ledger", "NotificationLifecycle", "Notifier", "SelectionFix", "decide_selection"]
+__all__ = ["NotificationLifecycle", "Notifier", "SelectionFix", "decide_selection"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +39,10 @@ REMOVAL_EVENTS = frozenset({"entry.delete"})
 
 class Notifier(Protocol):
     def notify(self, user_ids: Iterable[int], payload: dict[str, Any]) -> Awaitable[int]: ...
+
+    def removed(self, document_id: str, user_ids: Iterable[int] | None) -> Awaitable[None]: ...
+
+    def read_elsewhere(self, document_id: str, user_ids: Iterable[int]) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,26 +67,6 @@ def decide_selection(
     return None
 
 
-class Ledger:
-    """A bounded map documentId -> set of ints, least recently touched dropped first."""
-
-    def __init__(self, capacity: int):
-        self._capacity = capacity
-        self._items: OrderedDict[str, set[int]] = OrderedDict()
-
-    def get(self, key: str) -> set[int] | None:
-        return self._items.get(key)
-
-    def put(self, key: str, value: set[int]) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def discard(self, key: str) -> None:
-        self._items.pop(key, None)
-
-
 class NotificationLifecycle:
     """Keeps notifications' audiences right and tells each user once."""
 
@@ -93,6 +76,7 @@ class NotificationLifecycle:
         settings: Settings,
         notifier: Notifier,
         known_ids: KnownIds,
+        readers: Ledger | None = None,
     ):
         self._strapi = strapi
         self._settings = settings
@@ -100,11 +84,29 @@ class NotificationLifecycle:
         self._known_ids = known_ids
         self._seen = Ledger(settings.emitted_ledger_size)  # last selection seen, per documentId
         self._told = Ledger(settings.emitted_ledger_size)  # users already notified, per documentId
+        self._readers = readers if readers is not None else Ledger(settings.emitted_ledger_size)
 
     def forget(self, document_id: str) -> None:
-        """The notification was deleted: drop what is remembered of it."""
+        """A draft row was deleted: drop the remembered selection."""
         self._seen.discard(document_id)
+
+    async def removed(self, document_id: str) -> None:
+        """The published notification was deleted or unpublished: tell who was told of it.
+
+        When nobody here remembers who that was (a restart), every socket is told: a
+        documentId a client does not know is simply ignored.
+        """
+        told = self._told.get(document_id)
         self._told.discard(document_id)
+        self._seen.discard(document_id)
+        await self._notifier.removed(document_id, told)
+
+    async def reads_recorded(self, document_id: str, user_ids: set[int]) -> None:
+        """A READNOTIFICATION changed in Strapi: echo reads this process did not record itself."""
+        new = user_ids - (self._readers.get(document_id) or set())
+        if new:
+            self._readers.add(document_id, new)
+            await self._notifier.read_elsewhere(document_id, new)
 
     async def sync(self, document_id: str, *, announce: bool) -> None:
         """Bring one notification's selection in line, then announce it if `announce`."""
@@ -206,7 +208,7 @@ class NotificationLifecycle:
         else:
             audience = audience_ids(published, self._settings.audience_field)
         told = self._told.get(document_id) or set()
-        fresh = audience - told
+        fresh = audience if self._settings.renotify_on_republish else audience - told
         if isinstance(published.get("id"), int):
             self._known_ids.remember(published["id"], document_id)
         if not fresh:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from adapter.metrics import Metrics
 from adapter.settings import Settings
 from webhooks.dispatch import WebhookDispatcher
 from webhooks.models import WebhookPayload
@@ -27,30 +28,36 @@ logger = logging.getLogger(__name__)
 class WebhookReceiver:
     """The Starlette endpoint for Strapi's webhooks."""
 
-    def __init__(self, settings: Settings, dispatcher: WebhookDispatcher):
+    def __init__(self, settings: Settings, dispatcher: WebhookDispatcher, metrics: Metrics | None = None):
+        self._metrics = metrics if metrics is not None else Metrics()
         self._expected = f"Bearer {settings.webhook_secret.get_secret_value()}".encode()
         self._max_body = settings.webhook_max_body_bytes
-        self._checked_uids = {settings.notification_uid, settings.user_uid}
+        self._checked_uids = {settings.notification_uid, settings.user_uid, settings.read_uid}
         self._dispatcher = dispatcher
 
     async def handle(self, request: Request) -> JSONResponse:
+        response, outcome = await self._handle(request)
+        self._metrics.webhooks.labels(outcome).inc()
+        return response
+
+    async def _handle(self, request: Request) -> tuple[JSONResponse, str]:
         if not self._authorized(request):
             logger.warning("refused a webhook without the right secret from %s", _peer(request))
-            return _error(401, "unauthorized", "missing or wrong webhook secret")
+            return _error(401, "unauthorized", "missing or wrong webhook secret"), "unauthorized"
         body = await _read_limited(request, self._max_body)
         if body is None:
-            return _error(413, "too_large", f"body over {self._max_body} bytes")
+            return _error(413, "too_large", f"body over {self._max_body} bytes"), "too_large"
         payload, problem = _parse(body)
         if payload is None:
             logger.warning("refused a malformed webhook: %s", problem)
-            return _error(400, "invalid_payload", problem)
+            return _error(400, "invalid_payload", problem), "invalid_payload"
         if payload.uid in self._checked_uids and payload.entry is not None:
             try:
                 payload.entry_ref()
             except ValidationError as exc:
-                return _error(400, "invalid_payload", _describe(exc))
+                return _error(400, "invalid_payload", _describe(exc)), "invalid_payload"
         outcome = self._dispatcher.dispatch(payload)
-        return JSONResponse({"accepted": True, "outcome": outcome}, status_code=202)
+        return JSONResponse({"accepted": True, "outcome": outcome}, status_code=202), outcome
 
     def _authorized(self, request: Request) -> bool:
         given = request.headers.get("authorization", "").encode()

@@ -56,6 +56,8 @@ class FakeLifecycle:
         self.syncs: list[tuple[str, bool]] = []
         self.finished: list[tuple[str, bool]] = []
         self.forgotten: list[str] = []
+        self.removals: list[str] = []
+        self.reads: list[tuple[str, set[int]]] = []
         self.gate: asyncio.Event | None = None
         self._outcomes = list(outcomes)
 
@@ -70,6 +72,12 @@ class FakeLifecycle:
 
     def forget(self, document_id: str) -> None:
         self.forgotten.append(document_id)
+
+    async def removed(self, document_id: str) -> None:
+        self.removals.append(document_id)
+
+    async def reads_recorded(self, document_id: str, user_ids: set[int]) -> None:
+        self.reads.append((document_id, user_ids))
 
 
 class FakeUsers:
@@ -104,16 +112,32 @@ def test_fixture_samples_are_the_real_captures() -> None:
 # -- routing ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event", ["entry.create", "entry.publish"])
-async def test_dispatch_ignores_other_content_types(event: str) -> None:
+async def test_dispatch_ignores_other_content_types() -> None:
     lifecycle = FakeLifecycle()
     dispatcher = make_dispatcher(lifecycle)
+    article = {"event": "entry.create", "uid": "api::article.article", "entry": {"id": 1, "documentId": "a"}}
 
-    outcome = dispatcher.dispatch(payload(event, READ_NOTIFICATION))
+    outcome = dispatcher.dispatch(WebhookPayload.model_validate(article))
 
     assert outcome == "ignored"
     assert dispatcher.pending == 0
     assert (lifecycle.syncs, lifecycle.forgotten) == ([], [])
+
+
+@pytest.mark.parametrize("event", ["entry.create", "entry.publish"])
+async def test_dispatch_read_notification_events_report_their_readers(event: str) -> None:
+    # A READNOTIFICATION written by anyone (an editor, another service, this sidecar).
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+    delivery = payload(event, READ_NOTIFICATION)
+    target = delivery.entry["notification"]["documentId"]  # type: ignore[index]
+    readers = {u["id"] for u in delivery.entry["users_permissions_users"]}  # type: ignore[index]
+
+    assert dispatcher.dispatch(delivery) == "reads"
+    await dispatcher.drain(1)
+
+    assert lifecycle.reads == [(target, readers)]
+    assert lifecycle.syncs == []
 
 
 async def test_dispatch_ignores_media_events() -> None:
@@ -164,7 +188,7 @@ async def test_dispatch_notification_without_entry_is_logged(caplog: pytest.LogC
     assert lifecycle.syncs == []
 
 
-async def test_dispatch_delete_forgets_the_notification() -> None:
+async def test_dispatch_delete_of_the_published_row_tells_the_audience() -> None:
     # Strapi sends one entry.delete per row: the draft, then the published version.
     lifecycle = FakeLifecycle()
     dispatcher = make_dispatcher(lifecycle)
@@ -173,21 +197,32 @@ async def test_dispatch_delete_forgets_the_notification() -> None:
     )
 
     outcomes = [dispatcher.dispatch(draft), dispatcher.dispatch(published)]
+    await dispatcher.drain(1)
 
-    assert outcomes == ["forgotten", "forgotten"]
-    assert lifecycle.forgotten == [DOC, DOC]
-    assert dispatcher.pending == 0
+    assert outcomes == ["forgotten", "queued"]
+    assert lifecycle.forgotten == [DOC]
+    assert lifecycle.removals == [DOC]
     assert lifecycle.syncs == []
 
 
-@pytest.mark.parametrize("event", ["entry.unpublish", "entry.draft-discard"])
-async def test_dispatch_ignores_unpublish_and_discard(event: str) -> None:
+async def test_dispatch_unpublish_tells_the_audience() -> None:
     lifecycle = FakeLifecycle()
     dispatcher = make_dispatcher(lifecycle)
 
-    assert dispatcher.dispatch(payload(event, like="entry.delete")) == "ignored"
+    assert dispatcher.dispatch(payload("entry.unpublish", like="entry.delete")) == "queued"
+    await dispatcher.drain(1)
+
+    assert lifecycle.removals == [DOC]
+    assert lifecycle.syncs == []
+
+
+async def test_dispatch_ignores_draft_discard() -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    assert dispatcher.dispatch(payload("entry.draft-discard", like="entry.delete")) == "ignored"
     assert dispatcher.pending == 0
-    assert (lifecycle.syncs, lifecycle.forgotten) == ([], [])
+    assert (lifecycle.syncs, lifecycle.forgotten, lifecycle.removals) == ([], [], [])
 
 
 @pytest.mark.parametrize(

@@ -379,20 +379,35 @@ async def test_mark_read_numeric_id_of_a_republished_notification_resolves_throu
 ) -> None:
     # The client holds the id it was sent (8); a republish since gave the row a new id.
     known_ids.remember(8, NOTIFICATION_DOC)
-    lookup = respx_mock.get(NOTIFICATIONS).mock(side_effect=[documents(), documents(notification(id=11))])
+    lookup = respx_mock.get(NOTIFICATIONS).mock(return_value=documents(notification(id=11)))
     respx_mock.get(READS).mock(return_value=documents())
     create = respx_mock.post(READS).mock(return_value=document(receipt(READ_DOC, USER)))
 
     result = await receipts.mark_read(USER, parse_notification_ref({"notificationId": "8"}))
 
     assert result.ack() == {"ok": True, "notificationId": NOTIFICATION_DOC, "alreadyRead": False}
-    first, second = (call.request for call in lookup.calls)
-    assert params(first) == lookup_params("id", 8)
-    assert params(second) == lookup_params("documentId", NOTIFICATION_DOC)
+    [first] = (call.request for call in lookup.calls)
+    assert params(first) == lookup_params("documentId", NOTIFICATION_DOC)
     assert body(create.calls.last.request)["data"]["notification"] == {
         "connect": [{"documentId": NOTIFICATION_DOC}]
     }
-    assert respx_mock.calls.call_count == 4  # the stale id costs one lookup more than a read
+    assert respx_mock.calls.call_count == 3  # a remembered id is looked up by its documentId at once
+
+
+async def test_mark_read_remembered_id_whose_document_is_gone_falls_back_to_the_id(
+    receipts: ReadReceipts, known_ids: KnownIds, respx_mock: respx.MockRouter
+) -> None:
+    known_ids.remember(8, NOTIFICATION_DOC)
+    lookup = respx_mock.get(NOTIFICATIONS).mock(side_effect=[documents(), documents(notification(id=8))])
+    respx_mock.get(READS).mock(return_value=documents())
+    respx_mock.post(READS).mock(return_value=document(receipt(READ_DOC, USER)))
+
+    result = await receipts.mark_read(USER, 8)
+
+    assert result.already_read is False
+    first, second = (call.request for call in lookup.calls)
+    assert params(first) == lookup_params("documentId", NOTIFICATION_DOC)
+    assert params(second) == lookup_params("id", 8)
 
 
 async def test_mark_read_unknown_numeric_id_is_not_looked_up_again(

@@ -1,0 +1,184 @@
+"""A user's inbox, computed from Strapi alone: unread notifications, newest first, and the count.
+
+A notification is in a user's inbox when it is published and addressed to them (in the audience
+relation, or `allUsers`); it is unread while no READNOTIFICATION of it holds the user. Strapi has
+no inverse relation from notifications to their READNOTIFICATIONs, so a page of the inbox is two
+requests: a page of addressed notifications, then which of those the user has read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.errors import InvalidPayload
+from adapter.notifications import KnownIds
+from adapter.settings import Settings
+from adapter.strapi import Document, StrapiClient
+
+__all__ = ["Inbox", "InboxPage", "parse_cursor"]
+
+SORT = ["publishedAt:desc", "documentId:desc"]
+MAX_PAGE = 100  # Strapi's default api.rest.maxLimit
+MAX_SCAN_PAGES = 10
+CURSOR = re.compile(r"(?P<at>[0-9T:.\-+Z]{10,40})~(?P<doc>[A-Za-z0-9][A-Za-z0-9_-]{0,63})")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    items: list[Document]
+    unread: int
+    has_more: bool
+    cursor: str | None
+
+
+def parse_cursor(value: object) -> tuple[str, str] | None:
+    """An opaque cursor from a previous page (`<publishedAt>~<documentId>`), or None."""
+    if value is None:
+        return None
+    match = CURSOR.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidPayload("cursor is not one this server handed out")
+    return match["at"], match["doc"]
+
+
+class Inbox:
+    """Reads a user's unread notifications and unread count from Strapi."""
+
+    def __init__(self, strapi: StrapiClient, settings: Settings, known_ids: KnownIds):
+        self._strapi = strapi
+        self._settings = settings
+        self._known_ids = known_ids
+
+    def addressed_to(self, user_id: int) -> dict[str, Any]:
+        """The filter: notifications addressed to the user, directly or through `allUsers`."""
+        audience = self._settings.audience_field
+        return {"$or": [{"allUsers": {"$eq": True}}, {audience: {"id": {"$eq": user_id}}}]}
+
+    async def unread_count(self, user_id: int) -> int:
+        addressed, read = await asyncio.gather(self._addressed_total(user_id), self._read_total(user_id))
+        return max(0, addressed - read)
+
+    async def page(self, user_id: int, *, cursor: tuple[str, str] | None, limit: int) -> InboxPage:
+        """Up to `limit` unread notifications older than `cursor`, newest first.
+
+        `has_more` says older notifications remain to be scanned (some may turn out read).
+        """
+        items: list[Document] = []
+        addressed_total: int | None = None
+        has_more = False
+        for _ in range(MAX_SCAN_PAGES if limit else 0):
+            found = await self._addressed_page(user_id, cursor, limit)
+            if addressed_total is None and cursor is None:
+                addressed_total = found.total
+            read = await self._read_among(user_id, [str(n["documentId"]) for n in found.items])
+            consumed = 0
+            for notification in found.items:
+                consumed += 1
+                cursor = (str(notification.get("publishedAt")), str(notification["documentId"]))
+                if notification["documentId"] not in read:
+                    items.append(notification)
+                if len(items) == limit:
+                    break
+            has_more = found.total > consumed
+            if len(items) == limit or not has_more:
+                break
+        self._remember(items)
+        unread = await self._unread_given(user_id, addressed_total)
+        next_cursor = f"{cursor[0]}~{cursor[1]}" if has_more and cursor is not None else None
+        return InboxPage(items=items, unread=unread, has_more=has_more, cursor=next_cursor)
+
+    async def unread_batches(self, user_id: int) -> AsyncIterator[list[Document]]:
+        """Every unread notification of the user, a page (up to 100) at a time, newest first."""
+        cursor: tuple[str, str] | None = None
+        while True:
+            found = await self._addressed_page(user_id, cursor, MAX_PAGE)
+            if not found.items:
+                return
+            read = await self._read_among(user_id, [str(n["documentId"]) for n in found.items])
+            unread = [n for n in found.items if n["documentId"] not in read]
+            if unread:
+                yield unread
+            if found.total <= len(found.items):
+                return
+            last = found.items[-1]
+            cursor = (str(last.get("publishedAt")), str(last["documentId"]))
+
+    # -- Strapi queries --------------------------------------------------------------------
+
+    async def _addressed_page(self, user_id: int, cursor: tuple[str, str] | None, size: int) -> Any:
+        conditions: list[dict[str, Any]] = [self.addressed_to(user_id)]
+        if cursor is not None:
+            at, document_id = cursor
+            conditions.append(
+                {
+                    "$or": [
+                        {"publishedAt": {"$lt": at}},
+                        {"publishedAt": {"$eq": at}, "documentId": {"$lt": document_id}},
+                    ]
+                }
+            )
+        return await self._strapi.find(
+            self._settings.notification_collection,
+            filters={"$and": conditions},
+            populate={"document": True},
+            sort=SORT,
+            page_size=min(size, MAX_PAGE),
+            status="published",
+        )
+
+    async def _read_among(self, user_id: int, document_ids: list[str]) -> set[str]:
+        """Which of these notifications the user has read."""
+        if not document_ids:
+            return set()
+        field = self._settings.read_notification_field
+        found = await self._strapi.find(
+            self._settings.read_collection,
+            filters={
+                self._settings.read_users_field: {"id": {"$eq": user_id}},
+                field: {"documentId": {"$in": document_ids}},
+            },
+            populate={field: {"fields": ["documentId"]}},
+            fields=["documentId"],
+            page_size=MAX_PAGE,
+        )
+        return {
+            str(receipt[field]["documentId"])
+            for receipt in found.items
+            if isinstance(receipt.get(field), dict)
+        }
+
+    async def _addressed_total(self, user_id: int) -> int:
+        found = await self._strapi.find(
+            self._settings.notification_collection,
+            filters=self.addressed_to(user_id),
+            fields=["documentId"],
+            page_size=1,
+            status="published",
+        )
+        return found.total
+
+    async def _read_total(self, user_id: int) -> int:
+        found = await self._strapi.find(
+            self._settings.read_collection,
+            filters={
+                self._settings.read_users_field: {"id": {"$eq": user_id}},
+                self._settings.read_notification_field: self.addressed_to(user_id),
+            },
+            fields=["documentId"],
+            page_size=1,
+        )
+        return found.total
+
+    async def _unread_given(self, user_id: int, addressed_total: int | None) -> int:
+        if addressed_total is None:
+            return await self.unread_count(user_id)
+        return max(0, addressed_total - await self._read_total(user_id))
+
+    def _remember(self, items: list[Document]) -> None:
+        for item in items:
+            if isinstance(item.get("id"), int):
+                self._known_ids.remember(item["id"], str(item["documentId"]))
