@@ -8,6 +8,9 @@
 
 const EVENT_NOTIFICATION = "notificacion";
 const EVENT_READ = "notification:read";
+const EVENT_READ_ALL = "notification:read-all";
+const EVENT_REMOVED = "notification:removed";
+const EVENT_SYNC = "notification:sync";
 const ACK_TIMEOUT_MS = 10000;
 const SESSION_KEY = "sidecar-demo-session";
 const WIRE_LOG_LINES = 40;
@@ -168,10 +171,33 @@ function connect() {
     setStatus("error", "Not connected");
     wire("bad", `connect_error: ${error.message}`);
   });
-  socket.on(EVENT_NOTIFICATION, (data) => {
-    wire("in", `${EVENT_NOTIFICATION} ${JSON.stringify(data)}`);
-    upsert(data, { fresh: true, read: false });
+  socket.onAny((event, ...args) => wire("in", `${event} ${args.map((arg) => JSON.stringify(arg)).join(" ")}`));
+  socket.on(EVENT_NOTIFICATION, (data) => upsert(data, { fresh: true, read: false }));
+  // Beyond the seed, when the sidecar sends them: reads made in another tab, removals, and the
+  // unread notifications it hands over on (re)connect, which covers anything sent while offline.
+  socket.on(EVENT_READ, (data) => readElsewhere([data && data.documentId]));
+  socket.on(EVENT_READ_ALL, (data) => readElsewhere((data && data.documentIds) || []));
+  socket.on(EVENT_REMOVED, (data) => remove(data && data.documentId));
+  socket.on(EVENT_SYNC, (data) => {
+    for (const item of (data && data.items) || []) {
+      if (item && item.documentId && item.id !== undefined) upsert(item, { fresh: false, read: false });
+    }
   });
+}
+
+function readElsewhere(documentIds) {
+  for (const documentId of documentIds) {
+    const element = state.items.get(documentId);
+    if (element) setRead(element, true);
+  }
+}
+
+function remove(documentId) {
+  const element = state.items.get(documentId);
+  if (!element) return;
+  element.remove();
+  state.items.delete(documentId);
+  updateCounts();
 }
 
 function markRead(element) {
@@ -215,14 +241,9 @@ function upsert(data, { fresh, read }) {
     element = $("notification-template").content.firstElementChild.cloneNode(true);
     element.dataset.receivedAt = String(Date.now());
     state.items.set(key, element);
-    const list = $("notifications");
-    if (fresh) {
-      element.classList.add("is-new");
-      list.prepend(element);
-    } else {
-      list.append(element);
-    }
+    if (fresh) element.classList.add("is-new");
   }
+  place(element, Number(data.id));
   element.setAttribute("data-id", data.id); // the seed's contract: data-id is the payload's id
   if (data.documentId) element.dataset.documentId = data.documentId;
   element.dataset.title = data.title || "";
@@ -236,6 +257,15 @@ function upsert(data, { fresh, read }) {
   }
   setRead(element, read || element.classList.contains("is-read"));
   refreshTime(element);
+}
+
+function place(element, id) {
+  // Newest first: a published notification's id grows with every publish.
+  const list = $("notifications");
+  const before = [...list.children].find((other) => other !== element && Number(other.dataset.id) < id);
+  if (element.parentElement !== list || element.nextElementSibling !== (before || null)) {
+    list.insertBefore(element, before || null);
+  }
 }
 
 function setRead(element, read) {
