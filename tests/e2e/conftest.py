@@ -16,6 +16,9 @@ _names = itertools.count(1)
 def stack() -> Iterator[Stack]:
     """Strapi in legacy JWT mode (`{id}` tokens) with the sidecar wired to it."""
     running = Stack("legacy", "legacy").start()
+    # Someone no test addresses: a notification for one test user is then never "every user",
+    # which the sidecar (as the seed) would rightly turn into an all-users notification.
+    running.create_user("bystander")
     try:
         yield running
     finally:
@@ -26,6 +29,7 @@ def stack() -> Iterator[Stack]:
 def refresh_stack() -> Iterator[Stack]:
     """Strapi in refresh mode (short-lived `{userId, type: "access"}` tokens), as new projects are."""
     running = Stack("refresh", "refresh").start()
+    running.create_user("bystander")
     try:
         yield running
     finally:

@@ -323,7 +323,12 @@ class Stack:
         return sorted(int(u["id"]) for r in self.reads_of(document_id) for u in r["users_permissions_users"])
 
 
-async def wait_for(check: Callable[[], Any], within: float = 15.0, every: float = 0.1) -> Any:
+async def wait_for(
+    check: Callable[[], Any],
+    within: float = 15.0,
+    every: float = 0.1,
+    message: Callable[[], Any] | None = None,
+) -> Any:
     """Poll `check` (sync or async) until it returns something truthy; fail after `within` s."""
     deadline = time.monotonic() + within
     while True:
@@ -333,7 +338,8 @@ async def wait_for(check: Callable[[], Any], within: float = 15.0, every: float 
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
+            detail = f": {message()}" if message is not None else ""
+            raise AssertionError(f"condition not met within {within} s{detail}")
         await asyncio.sleep(every)
 
 
