@@ -75,7 +75,7 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
     sio = create_socket_server(settings)
     gateway = SocketGateway(sio, settings, authenticator, receipts, inbox, metrics)
     lifecycle = NotificationLifecycle(strapi, settings, gateway, known_ids, receipts.readers)
-    dispatcher = WebhookDispatcher(settings, lifecycle, users)
+    dispatcher = WebhookDispatcher(settings, lifecycle, users, on_change=receipts.invalidate)
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -89,6 +89,7 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
             try:
                 yield
             finally:
+                await receipts.drain(SHUTDOWN_DRAIN_SECONDS)
                 await dispatcher.drain(SHUTDOWN_DRAIN_SECONDS)
                 await sio.shutdown()
         logger.info("sidecar stopped")

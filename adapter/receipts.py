@@ -5,24 +5,36 @@ One READNOTIFICATION document per notification holds every user who read it:
 2. if a READNOTIFICATION of it already has this user: done (`alreadyRead`);
 3. else if one exists: connect the user to the first one;
 4. else create one connecting the notification and the user.
-Reads of one notification are serialized inside the process, so two users reading the same
-notification at once cannot create two READNOTIFICATIONs.
+
+Made exact under load:
+- the notification (its documentId, `allUsers` and audience) is read once and cached briefly, so
+  a burst of reads asks Strapi once to resolve it;
+- writes for one notification are serialized (one lock per notification: in-process, or shared
+  through Redis), and reads that arrive while a write is in flight are joined into the next
+  single write (`connect: [many users]`): a burst of N reads costs a handful of requests;
+- a Strapi outage is retried with backoff for `READ_RETRY_SECONDS`; the acknowledgement says
+  `ok` only once Strapi has the read;
+- duplicate READNOTIFICATIONs of one notification, if ever found, are merged into the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from adapter.errors import InvalidPayload, NotificationNotFound, StrapiError, UpstreamError
+from adapter.errors import InvalidPayload, NotificationNotFound, StrapiError, StrapiUnavailable, UpstreamError
 from adapter.locks import KeyedLock
-from adapter.notifications import KnownIds, Ledger
+from adapter.notifications import KnownIds, Ledger, audience_ids
 from adapter.settings import Settings
-from adapter.strapi import Document, StrapiClient
+from adapter.strapi import Document, Page, StrapiClient
 
 __all__ = ["ReadReceipts", "ReadResult", "parse_notification_ref"]
 
@@ -36,6 +48,35 @@ CREATED_MEMORY = 10_000
 CONTEXT_ADD = "add user to notification"
 CONTEXT_CREATE = "create user to notification relation"
 CONTEXT_FIND = "find notification"
+CONTEXT_MERGE = "merge duplicate read notifications"
+TARGET_TTL = 5.0  # seconds a resolved notification (audience) is trusted; webhooks invalidate it
+TARGET_MEMORY = 10_000
+SMALL_BATCH = 50  # up to this many users, the readers lookup is filtered to them
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
+
+T = TypeVar("T")
+LockFactory = Callable[[str], AbstractAsyncContextManager[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A published notification as far as reads need it."""
+
+    document_id: str
+    numeric_id: int | None
+    all_users: bool
+    audience: frozenset[int]
+    expires: float
+
+    def addresses(self, user_id: int) -> bool:
+        return self.all_users or user_id in self.audience
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Reads of one notification waiting for the next write."""
+
+    waiting: dict[int, asyncio.Future[bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +114,14 @@ class ReadReceipts:
     """Marks notifications read for users, exactly as the seed did, plus the checks it lacked."""
 
     def __init__(
-        self, strapi: StrapiClient, settings: Settings, known_ids: KnownIds, readers: Ledger | None = None
+        self,
+        strapi: StrapiClient,
+        settings: Settings,
+        known_ids: KnownIds,
+        readers: Ledger | None = None,
+        *,
+        lock: LockFactory | None = None,
+        retry_seconds: float | None = None,
     ):
         self._strapi = strapi
         self._settings = settings
@@ -81,19 +129,47 @@ class ReadReceipts:
         # Who is known to have read what (bounded): READNOTIFICATION webhooks for reads recorded
         # here are not echoed to the users a second time.
         self.readers = readers if readers is not None else Ledger(settings.emitted_ledger_size)
-        self._locked = KeyedLock()
+        self._locked: LockFactory = lock if lock is not None else KeyedLock()
+        self._retry_seconds = settings.read_retry_seconds if retry_seconds is None else retry_seconds
+        self._targets: OrderedDict[str, Target] = OrderedDict()
+        self._resolving: dict[int | str, asyncio.Task[Target | None]] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._drains: set[asyncio.Task[None]] = set()
         # When this process last created a READNOTIFICATION per notification (a sequence
         # number): a batch lookup older than that is stale for it, so read-all looks again.
         self._sequence = 0
         self._created: OrderedDict[str, int] = OrderedDict()
 
+    # -- reads -----------------------------------------------------------------------------
+
     async def mark_read(self, user_id: int, ref: int | str) -> ReadResult:
-        notification = await self._find_addressed(user_id, ref)
-        document_id = str(notification["documentId"])
-        async with self._locked(document_id):
-            result = await self._record(user_id, document_id)
-        self.readers.add(document_id, {user_id})
-        return result
+        target = await self._target(user_id, ref)
+        if target is None or not target.addresses(user_id):
+            raise NotificationNotFound("no published notification with that id for this user")
+        already = await self._enqueue(target.document_id, user_id)
+        self.readers.add(target.document_id, {user_id})
+        return ReadResult(target.document_id, already_read=already)
+
+    def invalidate(self, document_id: str) -> None:
+        """The notification changed (a webhook): resolve it from Strapi again next time."""
+        self._targets.pop(document_id, None)
+
+    @property
+    def pending(self) -> int:
+        """Reads accepted but not yet recorded in Strapi."""
+        return sum(len(batch.waiting) for batch in self._batches.values())
+
+    async def drain(self, grace: float) -> None:
+        """At shutdown: let pending reads finish; log every read that could not, by name."""
+        if self._drains:
+            await asyncio.wait(set(self._drains), timeout=grace)
+        for document_id, batch in list(self._batches.items()):
+            for user_id in batch.waiting:
+                log_read_failure(
+                    RuntimeError("stopped before Strapi had it"), user_id, document_id, CONTEXT_ADD
+                )
+        for task in list(self._drains):
+            task.cancel()
 
     async def mark_many(self, user_id: int, document_ids: list[str]) -> list[str]:
         """Mark notifications known to be addressed to the user and unread by them (read-all).
@@ -111,10 +187,10 @@ class ReadReceipts:
                 try:
                     receipt = first_receipts.get(document_id)
                     if receipt is None and self._created.get(document_id, -1) >= snapshot:
-                        return (
-                            None if (await self._record(user_id, document_id)).already_read else document_id
-                        )
-                    await self._write_receipt(user_id, document_id, receipt)
+                        if await self._record(document_id, {user_id}):
+                            return None
+                    else:
+                        await self._retrying(lambda: self._write_receipt(document_id, [user_id], receipt))
                 except UpstreamError:
                     return None
                 self.readers.add(document_id, {user_id})
@@ -123,66 +199,173 @@ class ReadReceipts:
         marked = await asyncio.gather(*(mark(document_id) for document_id in document_ids))
         return [document_id for document_id in marked if document_id is not None]
 
-    async def _find_addressed(self, user_id: int, ref: int | str) -> Document:
+    # -- resolving the notification --------------------------------------------------------
+
+    async def _target(self, user_id: int, ref: int | str) -> Target | None:
         # A numeric id this sidecar handed out may have gone stale (Strapi re-creates the
-        # published row on every publish): look those up by their documentId.
-        remembered = self._known_ids.document_id(ref) if isinstance(ref, int) else None
+        # published row on every publish): those are looked up by their documentId.
+        document_id = ref if isinstance(ref, str) else self._known_ids.document_id(ref)
+        cached = self._targets.get(document_id) if document_id is not None else None
+        if cached is not None and cached.expires > time.monotonic():
+            return cached
+        key: int | str = document_id if document_id is not None else ref
+        task = self._resolving.get(key)
+        if task is None:
+            task = asyncio.create_task(self._resolve(ref, document_id))
+            self._resolving[key] = task
+            task.add_done_callback(lambda _: self._resolving.pop(key, None))
         try:
-            found = await self._find_published(user_id, remembered or ref)
-            if found is None and remembered is not None:
-                found = await self._find_published(user_id, ref)
+            return await asyncio.shield(task)
         except StrapiError as exc:
             log_read_failure(exc, user_id, ref, CONTEXT_FIND)
             raise UpstreamError(f"Strapi failed: {exc.message}") from exc
-        if found is None:
-            raise NotificationNotFound("no published notification with that id for this user")
-        return found
 
-    async def _find_published(self, user_id: int, ref: int | str) -> Document | None:
+    async def _resolve(self, ref: int | str, document_id: str | None) -> Target | None:
+        found = await self._retrying(lambda: self._find_published(document_id or ref))
+        if found is None and document_id is not None and isinstance(ref, int):
+            found = await self._retrying(lambda: self._find_published(ref))
+        if found is None:
+            return None
+        target = Target(
+            document_id=str(found["documentId"]),
+            numeric_id=found.get("id") if isinstance(found.get("id"), int) else None,
+            all_users=bool(found.get("allUsers")),
+            audience=frozenset(audience_ids(found, self._settings.audience_field)),
+            expires=time.monotonic() + TARGET_TTL,
+        )
+        self._targets[target.document_id] = target
+        self._targets.move_to_end(target.document_id)
+        while len(self._targets) > TARGET_MEMORY:
+            self._targets.popitem(last=False)
+        if target.numeric_id is not None:
+            self._known_ids.remember(target.numeric_id, target.document_id)
+        return target
+
+    async def _find_published(self, ref: int | str) -> Document | None:
         key = "id" if isinstance(ref, int) else "documentId"
-        audience = self._settings.audience_field
-        filters = {
-            "$and": [
-                {key: {"$eq": ref}},
-                {"$or": [{"allUsers": {"$eq": True}}, {audience: {"id": {"$eq": user_id}}}]},
-            ]
-        }
         return await self._strapi.find_first(
             self._settings.notification_collection,
-            filters=filters,
-            fields=["documentId"],
+            filters={key: {"$eq": ref}},
+            fields=["documentId", "allUsers"],
+            populate={self._settings.audience_field: {"fields": ["id"]}},
             status="published",
         )
 
-    async def _record(self, user_id: int, document_id: str) -> ReadResult:
-        receipts = await self._receipts_of(user_id, document_id)
-        if any(receipt.get(self._settings.read_users_field) for receipt in receipts):
-            return ReadResult(document_id, already_read=True)
-        first = str(receipts[0]["documentId"]) if receipts else None
-        await self._write_receipt(user_id, document_id, first)
-        return ReadResult(document_id, already_read=False)
+    # -- coalesced writes ------------------------------------------------------------------
 
-    async def _write_receipt(self, user_id: int, document_id: str, receipt: str | None) -> None:
-        """Connect the user to the notification's first READNOTIFICATION, or create one."""
+    async def _enqueue(self, document_id: str, user_id: int) -> bool:
+        """Join the next write for this notification; True when the user had read it already."""
+        batch = self._batches.get(document_id)
+        if batch is None:
+            batch = self._batches[document_id] = _Batch()
+            task = asyncio.create_task(self._drain(document_id, batch))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        future = batch.waiting.get(user_id)
+        if future is None:
+            future = batch.waiting[user_id] = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(future)
+
+    async def _drain(self, document_id: str, batch: _Batch) -> None:
+        async with self._locked(document_id):
+            while batch.waiting:
+                waiting, batch.waiting = batch.waiting, {}
+                try:
+                    already = await self._record(document_id, set(waiting))
+                except UpstreamError as exc:
+                    for future in waiting.values():
+                        _settle(future, exc)
+                else:
+                    for user_id, future in waiting.items():
+                        _settle(future, user_id in already)
+            del self._batches[document_id]  # nothing awaited since the check: no read is lost
+
+    async def _record(self, document_id: str, users: set[int]) -> set[int]:
+        """Record `users` as readers; return those who were readers already."""
+        try:
+            return await self._retrying(lambda: self._record_once(document_id, users))
+        except StrapiError as exc:
+            # The seed's contexts: the write that failed says which (and which id it logged).
+            context, logged = {
+                "PUT": (CONTEXT_ADD, exc.path.rsplit("/", 1)[-1]),
+                "POST": (CONTEXT_CREATE, document_id),
+            }.get(exc.method, (CONTEXT_FIND, document_id))
+            for user_id in sorted(users):
+                log_read_failure(exc, user_id, logged, context)
+            raise UpstreamError(f"Strapi failed: {exc.message}") from exc
+
+    async def _record_once(self, document_id: str, users: set[int]) -> set[int]:
+        receipts = await self._receipts_of(document_id, users)
         users_field = self._settings.read_users_field
+        already = {int(user["id"]) for receipt in receipts for user in receipt.get(users_field) or []} & users
+        new = sorted(users - already)
+        if new:
+            first = str(receipts[0]["documentId"]) if receipts else None
+            await self._write_receipt(document_id, new, first)
+        if len(receipts) > 1:
+            await self._merge(document_id, receipts)
+        return already
+
+    async def _receipts_of(self, document_id: str, users: set[int]) -> list[Document]:
+        """The READNOTIFICATIONs of a notification, oldest first, with (some of) their readers."""
+        users_field = self._settings.read_users_field
+        readers: dict[str, Any] = {"fields": ["id"]}
+        if len(users) <= SMALL_BATCH:
+            readers["filters"] = {"id": {"$in": sorted(users)}}
+        page = await self._strapi.find(
+            self._settings.read_collection,
+            filters={self._settings.read_notification_field: {"documentId": {"$eq": document_id}}},
+            populate={users_field: readers},
+            fields=["documentId"],
+            sort="id:asc",
+            page_size=100,
+        )
+        return page.items
+
+    async def _write_receipt(self, document_id: str, user_ids: list[int], receipt: str | None) -> None:
+        """Connect users to the notification's first READNOTIFICATION, or create one."""
+        users_field = self._settings.read_users_field
+        connect = {"connect": [{"id": user_id} for user_id in user_ids]}
         if receipt is not None:
-            write = self._strapi.update(
-                self._settings.read_collection, receipt, {users_field: {"connect": [{"id": user_id}]}}
-            )
-            await self._write(CONTEXT_ADD, user_id, receipt, write)
+            await self._strapi.update(self._settings.read_collection, receipt, {users_field: connect})
             return
         data = {
             self._settings.read_notification_field: {"connect": [{"documentId": document_id}]},
-            users_field: {"connect": [{"id": user_id}]},
+            users_field: connect,
         }
-        await self._write(
-            CONTEXT_CREATE, user_id, document_id, self._strapi.create(self._settings.read_collection, data)
-        )
+        await self._strapi.create(self._settings.read_collection, data)
         self._created[document_id] = self._sequence
         self._created.move_to_end(document_id)
         self._sequence += 1
         while len(self._created) > CREATED_MEMORY:
             self._created.popitem(last=False)
+
+    async def _merge(self, document_id: str, receipts: list[Document]) -> None:
+        """Repair: fold duplicate READNOTIFICATIONs of one notification into the first."""
+        users_field = self._settings.read_users_field
+        first, duplicates = str(receipts[0]["documentId"]), [str(r["documentId"]) for r in receipts[1:]]
+        try:
+            page = await self._strapi.find(
+                self._settings.read_collection,
+                filters={"documentId": {"$in": duplicates}},
+                populate={users_field: {"fields": ["id"]}},
+                fields=["documentId"],
+                page_size=100,
+            )
+            users = sorted({int(u["id"]) for r in page.items for u in r.get(users_field) or []})
+            if users:
+                await self._write_receipt(document_id, users, first)
+            for duplicate in duplicates:
+                await self._strapi.delete(self._settings.read_collection, duplicate)
+        except StrapiError as exc:
+            log_read_failure(exc, 0, document_id, CONTEXT_MERGE)
+            return
+        logger.warning(
+            "notification %s had %d duplicate READNOTIFICATIONs: merged into %s",
+            document_id,
+            len(duplicates),
+            first,
+        )
 
     async def _first_receipts(self, document_ids: list[str]) -> dict[str, str]:
         """The first READNOTIFICATION (lowest id) of each notification that has one."""
@@ -190,53 +373,53 @@ class ReadReceipts:
         first: dict[str, str] = {}
         for start in range(0, len(document_ids), RECEIPT_BATCH):
             batch = document_ids[start : start + RECEIPT_BATCH]
-            page_number = 1
-            while True:
+            page_number, page_count = 1, 1
+            while page_number <= page_count:
                 try:
-                    page = await self._strapi.find(
-                        self._settings.read_collection,
-                        filters={field: {"documentId": {"$in": batch}}},
-                        populate={field: {"fields": ["documentId"]}},
-                        fields=["documentId"],
-                        sort="id:asc",
-                        page=page_number,
-                        page_size=RECEIPT_BATCH,
-                    )
+                    page = await self._retrying(self._receipts_page(batch, page_number))
                 except StrapiError as exc:
                     raise UpstreamError(f"Strapi failed: {exc.message}") from exc
                 for receipt in page.items:
                     target = receipt.get(field)
                     if isinstance(target, dict):
                         first.setdefault(str(target["documentId"]), str(receipt["documentId"]))
-                if page_number >= page.page_count:
-                    break
-                page_number += 1
+                page_number, page_count = page_number + 1, page.page_count
         return first
 
-    async def _receipts_of(self, user_id: int, document_id: str) -> list[Document]:
-        """The READNOTIFICATIONs of a notification, each with this user populated if present."""
-        users_field = self._settings.read_users_field
-        try:
-            page = await self._strapi.find(
-                self._settings.read_collection,
-                filters={self._settings.read_notification_field: {"documentId": {"$eq": document_id}}},
-                populate={users_field: {"filters": {"id": {"$eq": user_id}}, "fields": ["id"]}},
-                fields=["documentId"],
-                sort="id:asc",
-                page_size=100,
-            )
-        except StrapiError as exc:
-            log_read_failure(exc, user_id, document_id, CONTEXT_FIND)
-            raise UpstreamError(f"Strapi failed: {exc.message}") from exc
-        return page.items
+    def _receipts_page(self, document_ids: list[str], page: int) -> Callable[[], Awaitable[Page]]:
+        field = self._settings.read_notification_field
+        return lambda: self._strapi.find(
+            self._settings.read_collection,
+            filters={field: {"documentId": {"$in": document_ids}}},
+            populate={field: {"fields": ["documentId"]}},
+            fields=["documentId"],
+            sort="id:asc",
+            page=page,
+            page_size=RECEIPT_BATCH,
+        )
 
-    @staticmethod
-    async def _write(context: str, user_id: int, logged_id: str, write: Any) -> None:
-        try:
-            await write
-        except StrapiError as exc:
-            log_read_failure(exc, user_id, logged_id, context)
-            raise UpstreamError(f"Strapi failed: {exc.message}") from exc
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`, retrying a Strapi outage with backoff and jitter for a bounded time."""
+        deadline = time.monotonic() + self._retry_seconds
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return await attempt()
+            except StrapiUnavailable as exc:
+                if delay is None or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("Strapi unavailable, retrying a read in %.1f s: %s", delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
+
+
+def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+        future.exception()  # retrieved: a reader that went away must not log an unretrieved error
+    else:
+        future.set_result(outcome)
 
 
 def log_read_failure(error: Exception, user_id: int, notification_id: object, context: str) -> None:

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     connect_chunk_size: int = Field(500, gt=0)
     emitted_ledger_size: int = Field(10_000, gt=0)
     catchup_limit: int = Field(50, ge=0, le=100)
+    read_retry_seconds: float = Field(10.0, ge=0)
     renotify_on_republish: bool = False
 
     @field_validator("cors_origins", mode="before")

@@ -169,6 +169,13 @@ class StrapiClient:
         )
         return dict(body.get("data") or {})
 
+    async def delete(self, collection: str, document_id: str) -> None:
+        """Delete a document (every version of it); a document already gone is not an error."""
+        try:
+            await self._request("DELETE", f"/api/{collection}/{document_id}")
+        except StrapiNotFound:
+            return
+
     # -- users-permissions (bare JSON, not `{data}`) ---------------------------------------
 
     async def get_user(self, user_id: int) -> Document | None:

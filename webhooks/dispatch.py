@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,9 @@ class WebhookDispatcher:
         users: UserDirectory,
         *,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        on_change: Callable[[str], None] | None = None,
     ):
+        self._on_change = on_change
         self._settings = settings
         self._lifecycle = lifecycle
         self._users = users
@@ -78,6 +80,8 @@ class WebhookDispatcher:
         if ref is None:
             logger.warning("webhook %s for a notification came with no entry", payload.event)
             return "no_entry"
+        if self._on_change is not None:
+            self._on_change(ref.document_id)  # cached views of this notification are stale now
         if payload.event == DELETE_EVENT and ref.published_at is None:
             self._lifecycle.forget(ref.document_id)  # the draft row; the published one says more
             return "forgotten"

@@ -189,7 +189,10 @@ async def test_app_refuses_when_strapi_cannot_confirm_the_user(strapi: respx.Moc
 
 async def test_app_marks_a_notification_read_and_acks(sidecar: str, strapi: respx.MockRouter) -> None:
     strapi.get(f"{STRAPI_URL}/api/notifications").respond(
-        json={"data": [{"id": 8, "documentId": DOC}], "meta": {"pagination": {"total": 1}}}
+        json={
+            "data": [{"id": 8, "documentId": DOC, "allUsers": False, "notification_users": [{"id": 5}]}],
+            "meta": {"pagination": {"total": 1}},
+        }
     )
     strapi.get(f"{STRAPI_URL}/api/read-notifications").respond(json={"data": [], "meta": {}})
     created = strapi.post(f"{STRAPI_URL}/api/read-notifications").respond(json={"data": {"documentId": "r1"}})
