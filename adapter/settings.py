@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     event_read_all: str = "notification:read-all"
     event_read_echo: str = "notification:read"
     event_removed: str = "notification:removed"
+    event_auth_expired: str = "auth:expired"
+    event_auth_refresh: str = "auth:refresh"
 
     # Behaviour.
     user_cache_ttl: float = Field(30.0, ge=0)
@@ -61,6 +63,14 @@ class Settings(BaseSettings):
     emitted_ledger_size: int = Field(10_000, gt=0)
     catchup_limit: int = Field(50, ge=0, le=100)
     read_retry_seconds: float = Field(10.0, ge=0)
+
+    # Abuse limits (0 turns a limit off).
+    max_sockets_per_user: int = Field(20, ge=0)
+    socket_events_per_minute: int = Field(120, ge=0)
+    user_events_per_minute: int = Field(600, ge=0)
+    event_burst: int = Field(30, gt=0)
+    handshake_failures_per_minute: int = Field(30, ge=0)
+    max_payload_bytes: int = Field(65_536, ge=1024)
     renotify_on_republish: bool = False
 
     @field_validator("cors_origins", mode="before")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -21,8 +22,9 @@ from urllib.parse import parse_qs
 import socketio
 
 from adapter.auth import Authenticator
-from adapter.errors import AuthError, InvalidPayload, ReadError, StrapiError, UpstreamError
+from adapter.errors import AuthError, AuthUnavailable, InvalidPayload, ReadError, StrapiError, UpstreamError
 from adapter.inbox import Inbox, InboxPage, parse_cursor
+from adapter.limits import FailureThrottle, RateLimiter
 from adapter.metrics import Metrics
 from adapter.notifications import wire_payload
 from adapter.receipts import ReadReceipts, parse_notification_ref
@@ -41,6 +43,7 @@ def create_socket_server(settings: Settings) -> socketio.AsyncServer:
     return socketio.AsyncServer(
         async_mode="asgi",
         cors_allowed_origins=origins,
+        max_http_buffer_size=settings.max_payload_bytes,
         logger=False,
         engineio_logger=False,
     )
@@ -67,33 +70,57 @@ class SocketGateway:
         self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
         self._unread: dict[int, int] = {}  # last unread count sent, per connected user
         self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
+        self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
+        self._user_rate = RateLimiter(settings.user_events_per_minute, settings.event_burst * 3)
+        self._failures = FailureThrottle(settings.handshake_failures_per_minute)
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
         sio.on(settings.event_read, self.on_read)
         sio.on(settings.event_read_all, self.on_read_all)
         sio.on(settings.event_sync, self.on_sync)
+        sio.on(settings.event_auth_refresh, self.on_refresh)
 
     # -- handshake -------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
-        token = _token_from(auth, environ)
-        claimed = _query_value(environ, "userId")
+        peer = _peer(environ)
+        if self._failures.blocked(peer):
+            self._metrics.handshakes.labels("rate_limited").inc()
+            raise socketio.exceptions.ConnectionRefusedError(
+                "too many failed attempts", {"code": "rate_limited"}
+            )
         try:
-            identity = await self._authenticator.authenticate(token, claimed)
+            identity = await self._authenticator.authenticate(
+                _token_from(auth, environ), _query_value(environ, "userId")
+            )
         except AuthError as exc:
+            if not isinstance(exc, AuthUnavailable):
+                self._failures.failed(peer)
             self._metrics.handshakes.labels(exc.code).inc()
-            logger.info("refused socket from %s: %s", _peer(environ), exc.code)
+            logger.info("refused socket from %s: %s", peer, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, {"code": exc.code}) from exc
         user_id = identity.user_id
+        cap = self._settings.max_sockets_per_user
+        if cap and len(self._sockets.get(user_id, ())) >= cap:
+            self._metrics.handshakes.labels("too_many_connections").inc()
+            raise socketio.exceptions.ConnectionRefusedError(
+                "too many connections", {"code": "too_many_connections"}
+            )
         await self._sio.save_session(sid, {"user_id": user_id})
         await self._sio.enter_room(sid, self._settings.room_for(user_id))
         self._sockets[user_id].add(sid)
+        self._expire_at(sid, identity.expires_at)
         self._metrics.handshakes.labels("ok").inc()
         self._count_presence()
         self._spawn(self._catch_up(sid, user_id))
         logger.debug("socket %s joined as user %s", sid, user_id)
 
     async def on_disconnect(self, sid: str, reason: object = None) -> None:
+        timer = self._expiry.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+        self._socket_rate.forget(sid)
         session = await self._sio.get_session(sid)
         user_id = session.get("user_id") if session else None
         if user_id is None:
@@ -149,6 +176,22 @@ class SocketGateway:
             return {"ok": True, **self._page_body(page)}
 
         return await self._answer(sid, "sync", sync)
+
+    async def on_refresh(self, sid: str, data: object = None) -> Ack:
+        """`auth:refresh` `{token}`: a fresh access token for the same user keeps the socket open."""
+
+        async def refresh(user_id: int) -> Ack:
+            token = data.get("token") if isinstance(data, dict) else None
+            if not isinstance(token, str) or not token:
+                raise InvalidPayload("expected an object with token")
+            try:
+                identity = await self._authenticator.authenticate(token, str(user_id))
+            except AuthError as exc:
+                return {"ok": False, "error": {"code": exc.code, "message": exc.message}}
+            self._expire_at(sid, identity.expires_at)
+            return {"ok": True, "expiresAt": int(identity.expires_at)}
+
+        return await self._answer(sid, "refresh", refresh)
 
     # -- server-side events ----------------------------------------------------------------
 
@@ -207,6 +250,9 @@ class SocketGateway:
             await sock.close(wait=False, reason=self._sio.eio.reason.SERVER_DISCONNECT)
         for task in list(self._tasks):
             task.cancel()
+        for timer in self._expiry.values():
+            timer.cancel()
+        self._expiry.clear()
         return len(sockets)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -255,6 +301,9 @@ class SocketGateway:
         """Run a client request; every failure becomes an error ack, never an exception."""
         try:
             user_id = await self._user_of(sid)
+            if not (self._socket_rate.allow(sid) and self._user_rate.allow(user_id)):
+                self._metrics.reads.labels(f"{name}:rate_limited").inc()
+                return {"ok": False, "error": {"code": "rate_limited", "message": "too many requests"}}
             ack = await handler(user_id)
         except ReadError as exc:
             self._metrics.reads.labels(f"{name}:{exc.code}").inc()
@@ -283,6 +332,22 @@ class SocketGateway:
             "hasMore": page.has_more,
             "cursor": page.cursor,
         }
+
+    def _expire_at(self, sid: str, expires_at: float) -> None:
+        """Tell the socket and close it when its token expires (unless refreshed before)."""
+        previous = self._expiry.pop(sid, None)
+        if previous is not None:
+            previous.cancel()
+        delay = max(0.0, expires_at - time.time())
+        loop = asyncio.get_running_loop()
+        self._expiry[sid] = loop.call_later(delay, lambda: self._spawn(self._expire(sid)))
+
+    async def _expire(self, sid: str) -> None:
+        self._expiry.pop(sid, None)
+        payload = {"code": "expired_token", "message": "token expired: reconnect with a fresh token"}
+        await self._sio.emit(self._settings.event_auth_expired, payload, to=sid)
+        await self._sio.disconnect(sid)
+        self._metrics.handshakes.labels("expired_disconnect").inc()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
