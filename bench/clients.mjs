@@ -1,0 +1,251 @@
+// Many Socket.IO clients in one Node process (the official socket.io-client, websocket only),
+// driven by the benchmark over stdin/stdout, one JSON object per line each way.
+//
+//   node clients.mjs
+//
+// Commands (each may carry a `ref`, echoed in its answer):
+//   {cmd: "setup", url, users: [[id, token], ...], event, track} -> {type: "setup", count}
+//        `track`: event names whose first arrival after each connect is timed (awaitEvent)
+//   {cmd: "connect", concurrency, timeoutMs}                   -> {type: "connect", ok, failed, errors,
+//        start, end, lat}   connects every client not connected; concurrency 0 = all at once
+//   {cmd: "await", key, expect, timeoutMs}                     -> {type: "await", count, dups, times,
+//        sample}  waits until `expect` clients (default: every connected one) received the
+//        event whose payload.documentId is `key`
+//   {cmd: "awaitEvent", event, timeoutMs}                      -> {type: "awaitEvent", count, times}
+//        waits until every connected client received a tracked event since it connected
+//   {cmd: "read", event, notificationId, count, timeoutMs}     -> {type: "read", start, end, times, acks}
+//        the first `count` connected clients emit `event` {notificationId} at once, with an ack
+//   {cmd: "disconnect"}                                        -> {type: "disconnect", closed}
+//   {cmd: "status"}                                            -> {type: "status", connected, dropped}
+//   {cmd: "exit"}
+// Times are wall-clock milliseconds (performance.timeOrigin + performance.now()), comparable with
+// the orchestrator's time.time() * 1000 on the same machine.
+import { io } from "socket.io-client";
+import readline from "node:readline";
+
+const now = () => performance.timeOrigin + performance.now();
+const send = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+
+let url = "";
+let event = "notificacion";
+let tracked = [];
+let clients = []; // {id, token, socket, connected, seen: Set}
+const received = new Map(); // key -> {times: [], dups}
+const waiters = new Set(); // {key, expect, resolve}
+const dropped = {}; // unexpected disconnect reason -> count
+const eventWaiters = new Set(); // {check}
+
+function record(client, payload) {
+  const at = now();
+  const key = String(payload?.documentId ?? payload?.id);
+  let entry = received.get(key);
+  if (!entry) {
+    entry = { times: [], dups: 0, sample: payload };
+    received.set(key, entry);
+  }
+  if (client.seen.has(key)) {
+    entry.dups += 1;
+    return;
+  }
+  client.seen.add(key);
+  entry.times.push(at);
+  for (const waiter of waiters) {
+    if (waiter.key === key && entry.times.length >= waiter.expect) waiter.resolve();
+  }
+}
+
+function connectOne(client, timeoutMs) {
+  return new Promise((resolve) => {
+    const started = now();
+    const socket = io(url, {
+      forceNew: true,
+      transports: ["websocket"],
+      reconnection: false,
+      timeout: timeoutMs,
+      auth: { token: client.token },
+      query: { userId: String(client.id) },
+    });
+    client.socket = socket;
+    client.closing = false;
+    client.tracked = {};
+    socket.on(event, (payload) => record(client, payload));
+    for (const name of tracked) {
+      socket.on(name, () => {
+        if (client.tracked[name] === undefined) {
+          client.tracked[name] = now();
+          for (const waiter of eventWaiters) waiter.check();
+        }
+      });
+    }
+    socket.once("connect", () => {
+      client.connected = true;
+      resolve({ ok: true, lat: now() - started, at: now() });
+    });
+    socket.once("connect_error", (error) => {
+      socket.close();
+      client.socket = null;
+      resolve({ ok: false, code: error?.data?.code || error?.message || "error", at: now() });
+    });
+    socket.on("disconnect", (reason) => {
+      client.connected = false;
+      if (!client.closing) dropped[reason] = (dropped[reason] || 0) + 1;
+    });
+  });
+}
+
+async function connectAll({ concurrency = 0, timeoutMs = 30000 }) {
+  const todo = clients.filter((client) => !client.connected);
+  const start = now();
+  const results = [];
+  if (!concurrency) {
+    results.push(...(await Promise.all(todo.map((client) => connectOne(client, timeoutMs)))));
+  } else {
+    let next = 0;
+    const worker = async () => {
+      while (next < todo.length) {
+        const client = todo[next++];
+        results.push(await connectOne(client, timeoutMs));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, todo.length) }, worker));
+  }
+  const errors = {};
+  for (const result of results) if (!result.ok) errors[result.code] = (errors[result.code] || 0) + 1;
+  const ok = results.filter((result) => result.ok);
+  return {
+    ok: ok.length,
+    failed: results.length - ok.length,
+    errors,
+    start,
+    end: results.length ? Math.max(...results.map((result) => result.at)) : start,
+    lat: ok.map((result) => Math.round(result.lat * 100) / 100),
+  };
+}
+
+function awaitEvent({ event: name, timeoutMs = 30000 }) {
+  return new Promise((resolve) => {
+    const connected = () => clients.filter((client) => client.connected);
+    const finish = () => {
+      eventWaiters.delete(waiter);
+      clearTimeout(timer);
+      const times = connected()
+        .map((client) => client.tracked[name])
+        .filter((at) => at !== undefined);
+      resolve({ count: times.length, expected: connected().length, times });
+    };
+    const waiter = {
+      check: () => {
+        if (connected().every((client) => client.tracked[name] !== undefined)) finish();
+      },
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    eventWaiters.add(waiter);
+    waiter.check();
+  });
+}
+
+function awaitKey({ key, expect, timeoutMs = 30000 }) {
+  if (expect === undefined || expect === null) expect = clients.filter((client) => client.connected).length;
+  return new Promise((resolve) => {
+    const finish = () => {
+      waiters.delete(waiter);
+      clearTimeout(timer);
+      const entry = received.get(key) || { times: [], dups: 0, sample: null };
+      resolve({ count: entry.times.length, dups: entry.dups, times: entry.times, sample: entry.sample });
+    };
+    const waiter = { key, expect, resolve: finish };
+    const timer = setTimeout(finish, timeoutMs);
+    waiters.add(waiter);
+    const entry = received.get(key);
+    if (entry && entry.times.length >= expect) finish();
+  });
+}
+
+async function readAll({ event: readEvent, notificationId, count, timeoutMs = 60000 }) {
+  const readers = clients.filter((client) => client.connected).slice(0, count);
+  const start = now();
+  const results = await Promise.all(
+    readers.map(
+      (client) =>
+        new Promise((resolve) => {
+          client.socket.timeout(timeoutMs).emit(readEvent, { notificationId }, (error, answer) => {
+            resolve({ id: client.id, at: now(), error: error ? String(error.message || error) : null, answer });
+          });
+        }),
+    ),
+  );
+  const acks = {};
+  for (const result of results) {
+    let label;
+    if (result.error) label = `no ack (${result.error})`;
+    else if (result.answer?.ok) label = `ok alreadyRead=${result.answer.alreadyRead}`;
+    else label = `error ${result.answer?.error?.code ?? JSON.stringify(result.answer)}`;
+    acks[label] = (acks[label] || 0) + 1;
+  }
+  const documentIds = [...new Set(results.map((result) => result.answer?.notificationId).filter(Boolean))];
+  return {
+    start,
+    end: results.length ? Math.max(...results.map((result) => result.at)) : start,
+    times: results.map((result) => result.at),
+    acks,
+    documentIds,
+    readers: readers.map((client) => client.id),
+  };
+}
+
+function disconnectAll() {
+  let closed = 0;
+  for (const client of clients) {
+    if (client.socket) {
+      client.closing = true;
+      client.socket.close();
+      client.socket = null;
+      closed += 1;
+    }
+    client.connected = false;
+  }
+  return { closed };
+}
+
+async function run(command) {
+  switch (command.cmd) {
+    case "setup":
+      url = command.url;
+      event = command.event || event;
+      tracked = command.track || [];
+      clients = command.users.map(([id, token]) => ({ id, token, socket: null, connected: false, seen: new Set() }));
+      return { count: clients.length };
+    case "connect":
+      return connectAll(command);
+    case "await":
+      return awaitKey(command);
+    case "awaitEvent":
+      return awaitEvent(command);
+    case "read":
+      return readAll(command);
+    case "disconnect":
+      return disconnectAll();
+    case "status":
+      return { connected: clients.filter((client) => client.connected).length, dropped };
+    case "exit":
+      disconnectAll();
+      setTimeout(() => process.exit(0), 50);
+      return {};
+    default:
+      throw new Error(`unknown command ${command.cmd}`);
+  }
+}
+
+const lines = readline.createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+  if (!line.trim()) return;
+  const command = JSON.parse(line);
+  run(command).then(
+    (answer) => send({ type: command.cmd, ref: command.ref ?? null, ...answer }),
+    (error) => send({ type: "error", ref: command.ref ?? null, message: String(error?.stack ?? error) }),
+  );
+});
+lines.on("close", () => {
+  disconnectAll();
+  setTimeout(() => process.exit(0), 50);
+});
