@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from adapter.strapi import StrapiClient, build_http_client
 from webhooks.dispatch import WebhookDispatcher
 from webhooks.lifecycle import NotificationLifecycle
 from webhooks.receiver import WebhookReceiver
+from webhooks.reconciler import Reconciler
 
 __all__ = ["Sidecar", "build_sidecar", "create_app"]
 
@@ -76,6 +78,7 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
     gateway = SocketGateway(sio, settings, authenticator, receipts, inbox, metrics)
     lifecycle = NotificationLifecycle(strapi, settings, gateway, known_ids, receipts.readers)
     dispatcher = WebhookDispatcher(settings, lifecycle, users, on_change=receipts.invalidate)
+    reconciler = Reconciler(strapi, settings, lifecycle, dispatcher)
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -86,9 +89,12 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
             logger.info("sidecar ready; Strapi at %s", settings.strapi_url)
             if warning := short_secret_warning(settings.strapi_jwt_secret.get_secret_value()):
                 logger.warning(warning)
+            reconciling = asyncio.create_task(reconciler.run(), name="reconciler")
             try:
                 yield
             finally:
+                reconciling.cancel()
+                await asyncio.gather(reconciling, return_exceptions=True)
                 await receipts.drain(SHUTDOWN_DRAIN_SECONDS)
                 await dispatcher.drain(SHUTDOWN_DRAIN_SECONDS)
                 await sio.shutdown()

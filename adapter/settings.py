@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     emitted_ledger_size: int = Field(10_000, gt=0)
     catchup_limit: int = Field(50, ge=0, le=100)
     read_retry_seconds: float = Field(10.0, ge=0)
+    reconcile_interval: float = Field(60.0, ge=0)
+    reconcile_lookback: float = Field(3600.0, ge=0)
 
     # Abuse limits (0 turns a limit off).
     max_sockets_per_user: int = Field(20, ge=0)

@@ -91,6 +91,10 @@ class WebhookDispatcher:
             return "ignored"
         return self._schedule(ref.document_id, Pending(sync=True, announce=payload.event == PUBLISH_EVENT))
 
+    def reconcile(self, document_id: str, *, announce: bool) -> str:
+        """Process a notification the reconciler found changed, as its webhook would have."""
+        return self._schedule(document_id, Pending(sync=True, announce=announce))
+
     @property
     def pending(self) -> int:
         return len(self._tasks)

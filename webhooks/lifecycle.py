@@ -20,6 +20,7 @@ Consistent states produce no write, so the sidecar's own writes do not start a w
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,6 +86,11 @@ class NotificationLifecycle:
         self._seen = Ledger(settings.emitted_ledger_size)  # last selection seen, per documentId
         self._told = Ledger(settings.emitted_ledger_size)  # users already notified, per documentId
         self._readers = readers if readers is not None else Ledger(settings.emitted_ledger_size)
+        self._versions: OrderedDict[str, str] = OrderedDict()  # documentId -> updatedAt processed
+
+    def processed_version(self, document_id: str) -> str | None:
+        """The newest `updatedAt` (draft or published) this process has synced, if any."""
+        return self._versions.get(document_id)
 
     def forget(self, document_id: str) -> None:
         """A draft row was deleted: drop the remembered selection."""
@@ -135,6 +141,12 @@ class NotificationLifecycle:
         published = await self._strapi.find_one(
             collection, document_id, populate=populate, status="published"
         )
+        versions = [str(v["updatedAt"]) for v in (draft, published) if v and v.get("updatedAt")]
+        if versions:
+            self._versions[document_id] = max(versions)
+            self._versions.move_to_end(document_id)
+            while len(self._versions) > self._settings.emitted_ledger_size:
+                self._versions.popitem(last=False)
         return draft, published
 
     # -- all-users selection ---------------------------------------------------------------

@@ -205,6 +205,9 @@ class Stack:
                 "STRAPI_JWT_SECRET": self.jwt_secret,
                 "WEBHOOK_SECRET": self.webhook_secret,
                 "LOG_LEVEL": "INFO",
+                # A lost webhook is found within seconds, and a restart looks back two minutes.
+                "RECONCILE_INTERVAL": "2",
+                "RECONCILE_LOOKBACK": "120",
             },
             ARTIFACTS / f"sidecar-{name}.log",
         )

@@ -157,3 +157,33 @@ async def test_republishing_does_not_notify_again(stack: Stack, unique: str) -> 
         assert len(listener.of(document_id)) == 1
     finally:
         await listener.sio.disconnect()
+
+
+async def test_a_lost_webhook_is_delivered_by_the_reconciler(stack: Stack, unique: str) -> None:
+    user_id = stack.create_user(f"{unique}lost")
+    [listener] = await _listeners(stack, [f"{unique}lost"])
+    try:
+        await settled(lambda: len(stack.tap.deliveries), quiet=1.0)
+        stack.tap.drop_next = 2  # the create and the publish webhooks never reach the sidecar
+        created = stack.create_notification(message="Lost in transit", notification_users=[user_id])
+        document_id = created["documentId"]
+        await wait_for(lambda: listener.of(document_id), within=20)
+        dropped = [d for d in stack.tap.deliveries if d.get("dropped")]
+        assert {d["event"] for d in dropped if d["documentId"] == document_id} == {
+            "entry.create",
+            "entry.publish",
+        }
+        await settled(lambda: len(stack.tap.deliveries), quiet=3.0)
+        assert len(listener.of(document_id)) == 1
+    finally:
+        await listener.sio.disconnect()
+
+
+async def test_an_all_users_notification_published_while_webhooks_are_lost_is_completed(
+    stack: Stack, unique: str
+) -> None:
+    stack.create_user(f"{unique}quiet")
+    await settled(lambda: len(stack.tap.deliveries), quiet=1.0)
+    stack.tap.drop_next = 2
+    document_id = stack.create_notification(message="Nobody heard", allUsers=True)["documentId"]
+    await wait_for(lambda: stack.audience(document_id) == set(stack.user_ids()), within=20)
