@@ -5,12 +5,14 @@ Build it once at the entry point and hand it down; nothing reads the environment
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "describe_validation_error"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(BaseSettings):
@@ -33,6 +35,12 @@ class Settings(BaseSettings):
     sidecar_port: int = Field(1338, ge=0, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: Literal["text", "json"] = "text"
+
+    # Scale-out: several processes share events and state through Redis (empty: one process).
+    redis_url: SecretStr = SecretStr("")
+    redis_channel: str = Field("strapi-notify", pattern=r"^[A-Za-z0-9_.:-]+$")
+    pubsub_check_seconds: float = Field(5.0, gt=0)
 
     # The Strapi content model (the seed's names by default).
     notification_collection: str = "notifications"
@@ -62,7 +70,7 @@ class Settings(BaseSettings):
     connect_chunk_size: int = Field(500, gt=0)
     emitted_ledger_size: int = Field(10_000, gt=0)
     catchup_limit: int = Field(50, ge=0, le=100)
-    read_retry_seconds: float = Field(10.0, ge=0)
+    read_retry_seconds: float = Field(30.0, ge=0)
     reconcile_interval: float = Field(60.0, ge=0)
     reconcile_lookback: float = Field(3600.0, ge=0)
 
@@ -86,6 +94,19 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if url and url.split("://", 1)[0].lower() not in REDIS_SCHEMES:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return SecretStr(url)
 
     @field_validator("strapi_api_token", "strapi_jwt_secret", "webhook_secret")
     @classmethod
