@@ -1,0 +1,516 @@
+"""Scenarios against the fast fake Strapi: fan-out, memory, connect rate, connect storm, read storm.
+
+Each server (the sidecar, then the Node baseline) gets the same clients, the same users, the same
+webhook bodies and the same fake Strapi, one server at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.fake_strapi import STAMP, user_document_id
+from bench.procs import (
+    CONNECT_CONCURRENCY,
+    RESULTS,
+    SYNC_EVENT,
+    FakeStrapiProcess,
+    Fleet,
+    Secrets,
+    ServerUnderTest,
+    cpu_seconds,
+    free_port,
+    make_server,
+    now_ms,
+    rss_kib,
+    sign_tokens,
+)
+from bench.stats import median, summary
+
+log = logging.getLogger("bench")
+
+NOTIFICATION_UID = "api::notification.notification"
+READ_EVENT = "notification:read"
+WARMUP_USERS = 20
+
+
+@dataclass
+class FakeOptions:
+    servers: list[str]
+    sizes: list[int]
+    rounds: int
+    storm_size: int
+    reads: int
+    per_process: int
+    scenarios: set[str]
+    profile: bool
+    connect_deadline: float
+
+
+def strapi_user(uid: int) -> dict[str, Any]:
+    """A user as Strapi 5.54 puts it in a webhook's populated relation."""
+    return {
+        "id": uid,
+        "documentId": user_document_id(uid),
+        "username": f"bench{uid}",
+        "email": f"bench{uid}@example.com",
+        "provider": "local",
+        "confirmed": True,
+        "blocked": False,
+        "createdAt": STAMP,
+        "updatedAt": STAMP,
+        "publishedAt": STAMP,
+    }
+
+
+def webhook_body(document_id: str, published_id: int, users: range | list[int], message: str) -> bytes:
+    """Strapi 5.54's `entry.publish` delivery for a notification, with its users populated."""
+    entry = {
+        "id": published_id,
+        "documentId": document_id,
+        "message": message,
+        "url": "/bench",
+        "date": "2026-01-01",
+        "allUsers": False,
+        "createdAt": STAMP,
+        "updatedAt": STAMP,
+        "publishedAt": STAMP,
+        "document": None,
+        "notification_users": [strapi_user(uid) for uid in users],
+    }
+    payload = {
+        "event": "entry.publish",
+        "createdAt": STAMP,
+        "model": "notification",
+        "uid": NOTIFICATION_UID,
+        "entry": entry,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class FakeBench:
+    """One run of the fake-Strapi scenarios; results go into `self.results`."""
+
+    def __init__(self, options: FakeOptions, secrets_: Secrets, tokens: dict[int, str]):
+        self.o = options
+        self.secrets = secrets_
+        self.tokens = tokens
+        self.fake: FakeStrapiProcess | None = None
+        self.http = httpx.AsyncClient(timeout=60)
+        self.results: dict[str, Any] = {}
+        self._published_id = 5_000_000
+
+    # -- fake Strapi helpers -----------------------------------------------------------------
+
+    @property
+    def fake_url(self) -> str:
+        assert self.fake is not None
+        return self.fake.url
+
+    async def stats(self) -> dict[str, int]:
+        return dict((await self.http.get(f"{self.fake_url}/__stats")).json()["counts"])
+
+    async def reset_stats(self) -> None:
+        (await self.http.post(f"{self.fake_url}/__reset")).raise_for_status()
+
+    async def quiesce(self, quiet: float = 0.5, within: float = 60.0) -> None:
+        """Wait until the server stops calling Strapi (catch-ups after connects, say)."""
+        deadline = asyncio.get_running_loop().time() + within
+        last = -1
+        while asyncio.get_running_loop().time() < deadline:
+            total = sum((await self.stats()).values())
+            if total == last:
+                return
+            last = total
+            await asyncio.sleep(quiet)
+        log.warning("the server kept calling Strapi for %.0f s", within)
+
+    async def add_notification(self, users: range | list[int], message: str) -> tuple[str, int]:
+        self._published_id += 10
+        body = {
+            "documentId": "bench" + secrets.token_hex(8),
+            "id": self._published_id,
+            "users": list(users),
+            "message": message,
+            "url": "/bench",
+            "date": "2026-01-01",
+        }
+        answer = (await self.http.post(f"{self.fake_url}/__notifications", json=body)).json()
+        return str(answer["documentId"]), int(answer["id"])
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        users = max([*self.o.sizes, self.o.storm_size, self.o.reads]) + 2 * WARMUP_USERS + 100
+        self.fake = FakeStrapiProcess(users, self.secrets.api_token)
+        self.fake.start()
+        try:
+            await self.fake.ready()
+            for kind in self.o.servers:
+                self.results[kind] = await self.run_server(kind)
+        finally:
+            await self.http.aclose()
+            self.fake.stop()
+        return self.results
+
+    async def run_server(self, kind: str) -> dict[str, Any]:
+        server = make_server(kind, free_port(), self.fake_url, self.secrets, "fake")
+        result: dict[str, Any] = {}
+        server.start()
+        try:
+            await server.ready()
+            if self.o.scenarios & {"fanout", "memory", "connect"}:
+                result.update(await self.fanout_memory_connect(server))
+            if self.o.scenarios & {"storm", "reads"}:
+                result.update(await self.storm_and_reads(server))
+        finally:
+            result["exit_code"] = server.stop()
+            result["log"] = str(server.log_path)
+        return result
+
+    async def warm_up(self, server: ServerUnderTest) -> None:
+        """Connect a few clients and publish once, so lazy imports and first-use costs are paid."""
+        first = max([*self.o.sizes, self.o.storm_size, self.o.reads]) + 1
+        warm_users = list(range(first, first + WARMUP_USERS))
+        fleet = await Fleet.start(server.url, warm_users, self.tokens, self.o.per_process)
+        try:
+            await fleet.connect(concurrency=CONNECT_CONCURRENCY)
+            await self.fanout_round(server, fleet, warm_users, "warm-up")
+            await fleet.disconnect()
+        finally:
+            await fleet.close()
+        await asyncio.sleep(1.0)
+
+    async def fanout_memory_connect(self, server: ServerUnderTest) -> dict[str, Any]:
+        await self.warm_up(server)
+        rss0 = rss_kib(server.pid)
+        log.info("%s: RSS after warm-up %.1f MiB", server.kind, rss0 / 1024)
+        out: dict[str, Any] = {"rss0_kib": rss0, "sizes": {}}
+        fleet = Fleet([])
+        try:
+            for size in sorted(self.o.sizes):
+                entry: dict[str, Any] = {}
+                out["sizes"][str(size)] = entry
+                new_users = list(range(fleet.size + 1, size + 1))
+                await fleet.add(server.url, new_users, self.tokens, self.o.per_process)
+                await self.reset_stats()
+                connected = await fleet.connect(
+                    concurrency=CONNECT_CONCURRENCY, deadline_s=self.o.connect_deadline
+                )
+                seconds = (connected["end"] - connected["start"]) / 1000
+                entry["connect"] = {
+                    "added": len(new_users),
+                    "ok": connected["ok"],
+                    "failed": connected["failed"],
+                    "not_tried_before_deadline": connected["skipped"],
+                    "errors": connected["errors"],
+                    "seconds": round(seconds, 3),
+                    "per_second": round(connected["ok"] / seconds, 1) if seconds > 0 else None,
+                    "latency_ms": summary(connected["lat"]),
+                }
+                log.info(
+                    "%s: %d clients wanted, +%d connected in %.2f s (%s failed, %s not tried: deadline)",
+                    server.kind,
+                    size,
+                    connected["ok"],
+                    seconds,
+                    connected["failed"],
+                    connected["skipped"],
+                )
+                await self.quiesce()
+                entry["connect"]["strapi_requests"] = await self.stats()
+                await asyncio.sleep(2.0)  # idle: pings are 25 s apart, nothing else happens
+                rss = rss_kib(server.pid)
+                live = (await fleet.status())["connected"]
+                entry["connected"] = live
+                entry["rss_kib"] = rss
+                entry["rss_per_connection_kib"] = round((rss - rss0) / live, 2) if live else None
+                if "fanout" in self.o.scenarios:
+                    entry["fanout"] = await self.fanout(server, fleet, size)
+                entry["clients"] = await fleet.status()
+        finally:
+            with contextlib.suppress(Exception):
+                await fleet.disconnect()
+            await fleet.close()
+        return out
+
+    async def fanout(self, server: ServerUnderTest, fleet: Fleet, size: int) -> dict[str, Any]:
+        users = list(range(1, size + 1))
+        await self.fanout_round(server, fleet, users, f"warm-up {size}")
+        rounds = []
+        profiler = self.start_profile(server, f"fanout-{size}") if size == max(self.o.sizes) else None
+        try:
+            for index in range(self.o.rounds):
+                rounds.append(await self.fanout_round(server, fleet, users, f"round {index + 1}"))
+                await asyncio.sleep(0.3)
+        finally:
+            self.stop_profile(profiler)
+        latencies = [lat for r in rounds for lat in r.pop("lat")]
+        cpu = sum(r["cpu_s"] for r in rounds)
+        delivered = sum(r["count"] for r in rounds)
+        last = median([r["last_ms"] for r in rounds])
+        result = {
+            "rounds": rounds,
+            "latency_ms": summary(latencies),
+            "last_ms_median": round(last, 2),
+            "deliveries_per_s": round(size / (last / 1000), 1) if last > 0 else None,
+            "deliveries_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,
+            "missing": sum(r["expected"] - r["count"] for r in rounds),
+            "duplicates": sum(r["dups"] for r in rounds),
+        }
+        log.info(
+            "%s fan-out %d: p50 %.1f ms, p99 %.1f ms, max %.1f ms, %s deliveries per CPU-s",
+            server.kind,
+            size,
+            result["latency_ms"]["p50"],
+            result["latency_ms"]["p99"],
+            result["latency_ms"]["max"],
+            result["deliveries_per_cpu_s"],
+        )
+        return result
+
+    async def fanout_round(
+        self, server: ServerUnderTest, fleet: Fleet, users: list[int], label: str
+    ) -> dict[str, Any]:
+        document_id, published_id = await self.add_notification(users, f"bench {label}")
+        body = webhook_body(document_id, published_id, users, f"bench {label}")
+        headers = {
+            "Authorization": f"Bearer {self.secrets.webhook_secret}",
+            "Content-Type": "application/json",
+        }
+        await self.quiesce(quiet=0.2)
+        cpu0 = cpu_seconds(server.pid)
+        sent = now_ms()
+        response = await self.http.post(f"{server.url}/webhooks/strapi", content=body, headers=headers)
+        answered = now_ms()
+        got = await fleet.await_key(document_id, timeout_ms=30_000)
+        cpu1 = cpu_seconds(server.pid)
+        lat = [t - sent for t in got["times"]]
+        sample = got["sample"] or {}
+        if got["count"] < len(users):
+            log.warning(
+                "%s %s: only %d of %d clients got the notification",
+                server.kind,
+                label,
+                got["count"],
+                len(users),
+            )
+        return {
+            "webhook_status": response.status_code,
+            "webhook_bytes": len(body),
+            "webhook_answer_ms": round(answered - sent, 2),
+            "expected": len(users),
+            "count": got["count"],
+            "dups": got["dups"],
+            "last_ms": round(max(lat), 2) if lat else None,
+            "cpu_s": round(cpu1 - cpu0, 3),
+            "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
+            "lat": lat,
+        }
+
+    # -- connect storm and read storm --------------------------------------------------------
+
+    async def storm_and_reads(self, server: ServerUnderTest) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        # A deploy: a fresh server process (cold user cache), every client connecting at once.
+        server.stop()
+        server.start()
+        await server.ready()
+        size = max(self.o.storm_size, self.o.reads if "reads" in self.o.scenarios else 0)
+        fleet = await Fleet.start(server.url, list(range(1, size + 1)), self.tokens, min(1000, size))
+        try:
+            await self.reset_stats()
+            connected = await fleet.connect(concurrency=0, timeout_ms=30_000)
+            seconds = (connected["end"] - connected["sent"]) / 1000
+            synced = None
+            if server.kind == "sidecar":  # its catch-up (`notification:sync`) follows each connect
+                got = await fleet.await_event(SYNC_EVENT, timeout_ms=60_000)
+                if got["times"]:
+                    synced = {
+                        "count": got["count"],
+                        "expected": got["expected"],
+                        "all_synced_s": round((max(got["times"]) - connected["sent"]) / 1000, 3),
+                    }
+            await self.quiesce()
+            requests = await self.stats()
+            lookups = requests.get("GET /api/users/:id", 0)
+            total = sum(requests.values())
+            out["storm"] = {
+                "clients": size,
+                "ok": connected["ok"],
+                "failed": connected["failed"],
+                "errors": connected["errors"],
+                "all_in_s": round(seconds, 3),
+                "latency_ms": summary(connected["lat"]),
+                "synced": synced,
+                "strapi_requests": requests,
+                "strapi_requests_total": total,
+                "requests_per_user": round(total / size, 3),
+                "user_lookups": lookups,
+                "lookups_per_user": round(lookups / size, 3),
+            }
+            log.info(
+                "%s storm %d: all in after %.2f s (%d failed); %d Strapi requests (%d user lookups)%s",
+                server.kind,
+                size,
+                seconds,
+                connected["failed"],
+                total,
+                lookups,
+                f"; all synced after {synced['all_synced_s']} s" if synced else "",
+            )
+            if "reads" in self.o.scenarios and server.kind == "sidecar":
+                if connected["failed"]:  # the read storm needs its readers connected
+                    again = await fleet.connect(CONNECT_CONCURRENCY, deadline_s=self.o.connect_deadline)
+                    out["storm"]["reconnected_after"] = {"ok": again["ok"], "failed": again["failed"]}
+                    await self.quiesce()
+                out["reads"] = await self.read_storm(server, fleet, size)
+            out["storm"]["clients_after"] = await fleet.status()
+        finally:
+            with contextlib.suppress(Exception):
+                await fleet.disconnect()
+            await fleet.close()
+        return out
+
+    async def read(self, fleet: Fleet, notification_id: str, count: int) -> dict[str, Any]:
+        """The first `count` clients of the fleet read at once; their acks, summed."""
+        shares = []
+        left = count
+        for proc in fleet.procs:
+            shares.append(min(left, len(proc.users)))
+            left -= shares[-1]
+        sent = now_ms()
+        answers = await asyncio.gather(
+            *(
+                proc.call(
+                    "read",
+                    event=READ_EVENT,
+                    notificationId=notification_id,
+                    count=share,
+                    timeoutMs=120_000,
+                    within=180,
+                )
+                for proc, share in zip(fleet.procs, shares, strict=True)
+                if share
+            )
+        )
+        acks: dict[str, int] = {}
+        for answer in answers:
+            for label, n in answer["acks"].items():
+                acks[label] = acks.get(label, 0) + n
+        ends = [a["end"] for a in answers]
+        return {
+            "sent": sent,
+            "all_acks_ms": round(max(ends) - sent, 2),
+            "ack_ms": summary([t - sent for a in answers for t in a["times"]]),
+            "acks": acks,
+            "readers": sorted(uid for a in answers for uid in a["readers"]),
+            "document_ids": sorted({d for a in answers for d in a["documentIds"]}),
+        }
+
+    async def reads_of(self, document_id: str) -> dict[str, Any]:
+        return dict(
+            (await self.http.get(f"{self.fake_url}/__reads", params={"notification": document_id})).json()
+        )
+
+    async def read_storm(self, server: ServerUnderTest, fleet: Fleet, audience: int) -> dict[str, Any]:
+        users = list(range(1, audience + 1))
+        out: dict[str, Any] = {}
+        # One read of a fresh notification, then the same user again.
+        document_id, published_id = await self.add_notification(users, "single read")
+        await self.quiesce()
+        await self.reset_stats()
+        first = await self.read(fleet, str(published_id), 1)
+        await self.quiesce()
+        first_requests = await self.stats()
+        await self.reset_stats()
+        again = await self.read(fleet, str(published_id), 1)
+        await self.quiesce()
+        again_requests = await self.stats()
+        state = await self.reads_of(document_id)
+        out["single"] = {
+            "acks": first["acks"],
+            "ms": first["all_acks_ms"],
+            "strapi_requests": sum(first_requests.values()),
+            "by_route": first_requests,
+            "again_acks": again["acks"],
+            "again_strapi_requests": sum(again_requests.values()),
+            "exact": first["acks"] == {"ok alreadyRead=false": 1}
+            and again["acks"] == {"ok alreadyRead=true": 1}
+            and [r["users"] for r in state["reads"]] == [[1]],
+        }
+        # K users read one notification at once.
+        count = min(self.o.reads, audience)
+        document_id, published_id = await self.add_notification(users, "read storm")
+        before = await self.reads_of(document_id)
+        await self.reset_stats()
+        burst = await self.read(fleet, str(published_id), count)
+        await self.quiesce()
+        requests = await self.stats()
+        state = await self.reads_of(document_id)
+        receipts = state["reads"]
+        readers = burst["readers"]
+        total = sum(requests.values())
+        checks = {
+            "every_ack_ok_and_first_read": burst["acks"] == {"ok alreadyRead=false": count},
+            "acks_name_the_document": burst["document_ids"] == [document_id],
+            "one_readnotification": len(receipts) == 1,
+            "its_users_are_exactly_the_readers": len(receipts) == 1
+            and sorted(receipts[0]["users"]) == readers
+            and len(receipts[0]["users"]) == count,
+            "no_duplicate_connects": state["duplicateConnects"] == before["duplicateConnects"],
+        }
+        out["burst"] = {
+            "readers": count,
+            "all_acks_ms": burst["all_acks_ms"],
+            "ack_ms": burst["ack_ms"],
+            "acks": burst["acks"],
+            "strapi_requests": total,
+            "requests_per_read": round(total / count, 3),
+            "by_route": requests,
+            "checks": checks,
+            "exact": all(checks.values()),
+        }
+        log.info(
+            "sidecar read storm %d (fake Strapi): all acks in %.0f ms, %d Strapi requests, exact=%s",
+            count,
+            burst["all_acks_ms"],
+            total,
+            out["burst"]["exact"],
+        )
+        return out
+
+    # -- profiling ---------------------------------------------------------------------------
+
+    def start_profile(self, server: ServerUnderTest, name: str) -> subprocess.Popen[bytes] | None:
+        if not self.o.profile or server.kind != "sidecar":
+            return None
+        py_spy = Path(sys.executable).with_name("py-spy")
+        output = RESULTS / f"profile-{server.kind}-{name}.svg"
+        argv = [str(py_spy), "record", "--pid", str(server.pid), "--output", str(output), "--rate", "250"]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+        if profiler is None:
+            return
+        profiler.send_signal(2)  # SIGINT: py-spy writes the flame graph and exits
+        try:
+            profiler.wait(30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+            profiler.wait()
+
+
+def tokens_for(secret: str, count: int) -> dict[int, str]:
+    return sign_tokens(secret, range(1, count + 1))

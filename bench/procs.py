@@ -1,0 +1,396 @@
+"""Processes the benchmark runs: the fake Strapi, the servers under test, and the client fleets.
+
+Everything listens on 127.0.0.1 only. Each process is started by this module and stopped by it,
+by its own pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+LOGS = RESULTS / "logs"
+CLIENTS_JS = BENCH / "clients.mjs"
+NODE_SERVER_JS = BENCH / "node-baseline" / "server.mjs"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SYNC_EVENT = "notification:sync"  # the sidecar's catch-up, sent right after a connect
+# Handshakes in flight per client process when clients connect at a steady pace (not a storm).
+# More makes the sidecar slower, not faster: see bench/README.md.
+CONNECT_CONCURRENCY = 10
+
+
+def now_ms() -> float:
+    """Wall-clock milliseconds, the clock the Node clients stamp receipts with."""
+    return time.time() * 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to the hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, from /proc/<pid>/status (VmRSS, KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def sign_tokens(secret: str, user_ids: Iterable[int], ttl: int = 4 * 3600) -> dict[int, str]:
+    """Strapi users-permissions' legacy tokens: HS256 `{id, iat, exp}`."""
+    issued = int(time.time())
+    return {
+        uid: jwt.encode({"id": uid, "iat": issued, "exp": issued + ttl}, secret, algorithm="HS256")
+        for uid in user_ids
+    }
+
+
+class ManagedProcess:
+    """A child process with its log in LOGS/, stopped by SIGTERM (then SIGKILL) on its own pid."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], cwd: Path = ROOT):
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.cwd = cwd
+        self.log_path = LOGS / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} is not running"
+        return self.process.pid
+
+    def start(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"\n--- bench: starting {self.name} at {time.strftime('%H:%M:%S')} ---\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_http(self, url: str, within: float = 30.0, ok: Sequence[int] = (200, 204)) -> None:
+        deadline = time.monotonic() + within
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code in ok:
+                        return
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {url} within {within:.0f} s:\n{self.log_tail()}")
+
+
+class FakeStrapiProcess(ManagedProcess):
+    def __init__(self, users: int, api_token: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "bench.fake_strapi", "--port", str(self.port), "--users", str(users)]
+        super().__init__("fake-strapi", argv, {"FAKE_STRAPI_TOKEN": api_token})
+
+    async def ready(self) -> None:
+        await self.wait_http(f"{self.url}/_health")
+
+
+@dataclass
+class Secrets:
+    api_token: str
+    jwt_secret: str
+    webhook_secret: str
+
+
+class ServerUnderTest(ManagedProcess):
+    """The sidecar or the Node baseline, on `port`, talking to Strapi at `strapi_url`."""
+
+    kind = "?"
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], port: int):
+        super().__init__(name, argv, env)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def ready(self) -> None:
+        await self.wait_http(f"{self.url}/healthz")
+
+
+class SidecarServer(ServerUnderTest):
+    kind = "sidecar"
+
+    def __init__(self, port: int, strapi_url: str, secrets: Secrets, tag: str, **settings: str):
+        env = {
+            "STRAPI_URL": strapi_url,
+            "STRAPI_API_TOKEN": secrets.api_token,
+            "STRAPI_JWT_SECRET": secrets.jwt_secret,
+            "WEBHOOK_SECRET": secrets.webhook_secret,
+            "SIDECAR_HOST": "127.0.0.1",
+            "SIDECAR_PORT": str(port),
+            "LOG_LEVEL": "INFO",
+            **settings,
+        }
+        argv = [sys.executable, "-m", "adapter", "--env-file", os.devnull]
+        super().__init__(f"sidecar-{tag}", argv, env, port)
+
+
+class NodeServer(ServerUnderTest):
+    kind = "node"
+
+    def __init__(self, port: int, strapi_url: str, secrets: Secrets, tag: str, **settings: str):
+        env = {
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "JWT_SECRET": secrets.jwt_secret,
+            "WEBHOOK_SECRET": secrets.webhook_secret,
+            "STRAPI_URL": strapi_url,
+            "STRAPI_API_TOKEN": secrets.api_token,
+            **settings,
+        }
+        super().__init__(f"node-{tag}", ["node", str(NODE_SERVER_JS)], env, port)
+
+
+def make_server(
+    kind: str, port: int, strapi_url: str, secrets: Secrets, tag: str, *, big_webhooks: bool = True
+) -> ServerUnderTest:
+    """The server under test. `big_webhooks` raises the sidecar's webhook body limit (see below)."""
+    if kind == "sidecar":
+        # Strapi's webhook for a notification carries every selected user (about 330 bytes each):
+        # over ~3,000 users it is larger than the sidecar's default 1 MiB limit (413). The fan-out
+        # sends that real shape to 10k users, so it raises the limit; the real-Strapi runs keep
+        # the defaults (see bench/README.md).
+        settings = {"WEBHOOK_MAX_BODY_BYTES": str(64 * 2**20)} if big_webhooks else {}
+        return SidecarServer(port, strapi_url, secrets, tag, **settings)
+    if kind == "node":
+        return NodeServer(port, strapi_url, secrets, tag)
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+@dataclass
+class ClientProcess:
+    """One `node clients.mjs` holding many clients; commands are answered in order by `ref`."""
+
+    users: list[int]
+    process: asyncio.subprocess.Process
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    next_ref: int = 0
+    reader: asyncio.Task[None] | None = None
+    stderr_tail: list[str] = field(default_factory=list)
+
+    @classmethod
+    async def spawn(cls, users: list[int]) -> ClientProcess:
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(CLIENTS_JS),
+            cwd=BENCH,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=64 * 2**20,
+        )
+        client = cls(users, process)
+        client.reader = asyncio.create_task(client._read())
+        asyncio.create_task(client._read_stderr())  # noqa: RUF006 - ends with the process
+        return client
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            future = self.pending.pop(message.get("ref"), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(RuntimeError(f"client process exited: {self.stderr_tail[-5:]}"))
+
+    async def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            self.stderr_tail = [*self.stderr_tail[-20:], line.decode(errors="replace").rstrip()]
+
+    async def call(self, cmd: str, within: float = 300.0, **args: Any) -> dict[str, Any]:
+        self.next_ref += 1
+        ref = self.next_ref
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[ref] = future
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps({"cmd": cmd, "ref": ref, **args}) + "\n").encode())
+        await self.process.stdin.drain()
+        answer = await asyncio.wait_for(future, within)
+        if answer.get("type") == "error":
+            raise RuntimeError(f"client process failed on {cmd}: {answer.get('message')}")
+        return answer
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(Exception):
+                await self.call("exit", within=5)
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.reader is not None:
+            await self.reader
+
+
+class Fleet:
+    """Clients spread over several Node processes, each in its own user room."""
+
+    def __init__(self, procs: list[ClientProcess]):
+        self.procs = procs
+
+    @classmethod
+    async def start(
+        cls, url: str, user_ids: Sequence[int], tokens: dict[int, str], per_process: int
+    ) -> Fleet:
+        fleet = cls([])
+        await fleet.add(url, user_ids, tokens, per_process)
+        return fleet
+
+    async def add(self, url: str, user_ids: Sequence[int], tokens: dict[int, str], per_process: int) -> None:
+        chunks = [list(user_ids[i : i + per_process]) for i in range(0, len(user_ids), per_process)]
+        procs = await asyncio.gather(*(ClientProcess.spawn(chunk) for chunk in chunks))
+        await asyncio.gather(
+            *(
+                proc.call(
+                    "setup", url=url, users=[[uid, tokens[uid]] for uid in proc.users], track=[SYNC_EVENT]
+                )
+                for proc in procs
+            )
+        )
+        self.procs.extend(procs)
+
+    @property
+    def size(self) -> int:
+        return sum(len(proc.users) for proc in self.procs)
+
+    async def each(self, cmd: str, within: float = 300.0, **args: Any) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(proc.call(cmd, within=within, **args) for proc in self.procs)))
+
+    async def connect(
+        self, concurrency: int, timeout_ms: int = 30_000, deadline_s: float = 0
+    ) -> dict[str, Any]:
+        """Connect every client not connected yet; a summary over all processes."""
+        started = now_ms()
+        answers = await self.each(
+            "connect",
+            within=max(300.0, deadline_s + timeout_ms / 1000 + 60),
+            concurrency=concurrency,
+            timeoutMs=timeout_ms,
+            deadlineMs=int(deadline_s * 1000),
+        )
+        errors: dict[str, int] = {}
+        for answer in answers:
+            for code, count in answer["errors"].items():
+                errors[code] = errors.get(code, 0) + count
+        return {
+            "sent": started,
+            "start": min(a["start"] for a in answers),
+            "end": max(a["end"] for a in answers),
+            "ok": sum(a["ok"] for a in answers),
+            "failed": sum(a["failed"] for a in answers),
+            "skipped": sum(a.get("skipped", 0) for a in answers),
+            "errors": errors,
+            "lat": [lat for a in answers for lat in a["lat"]],
+        }
+
+    async def await_key(self, key: str, timeout_ms: int) -> dict[str, Any]:
+        """Wait until every connected client received the notification `key`."""
+        answers = await self.each("await", key=key, timeoutMs=timeout_ms)
+        return {
+            "count": sum(a["count"] for a in answers),
+            "dups": sum(a["dups"] for a in answers),
+            "times": [t for a in answers for t in a["times"]],
+            "sample": next((a["sample"] for a in answers if a.get("sample")), None),
+        }
+
+    async def await_event(self, event: str, timeout_ms: int) -> dict[str, Any]:
+        """Wait until every connected client received `event` since it connected."""
+        answers = await self.each("awaitEvent", event=event, timeoutMs=timeout_ms)
+        return {
+            "count": sum(a["count"] for a in answers),
+            "expected": sum(a["expected"] for a in answers),
+            "times": [t for a in answers for t in a["times"]],
+        }
+
+    async def status(self) -> dict[str, Any]:
+        answers = await self.each("status", within=30)
+        dropped: dict[str, int] = {}
+        for answer in answers:
+            for reason, count in answer["dropped"].items():
+                dropped[reason] = dropped.get(reason, 0) + count
+        return {"connected": sum(a["connected"] for a in answers), "dropped": dropped}
+
+    async def disconnect(self) -> None:
+        await self.each("disconnect", within=60)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(proc.close() for proc in self.procs))
+        self.procs = []

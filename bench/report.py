@@ -1,0 +1,407 @@
+"""The results table: one row per figure, sidecar | Node | ratio | target."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Check = Callable[[float | None, float | None], bool | None]
+
+
+@dataclass
+class Row:
+    label: str
+    sidecar: Any = None
+    node: Any = None
+    target: str = ""
+    check: Check | None = None
+    ratio: bool = True
+
+
+def _get(data: Any, *path: str | int) -> Any:
+    for key in path:
+        if isinstance(data, dict):
+            data = data.get(str(key))
+        else:
+            return None
+    return data
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def _ratio(row: Row) -> str:
+    s, n = _number(row.sidecar), _number(row.node)
+    if not row.ratio or s is None or n is None or n == 0:
+        return ""
+    return f"{s / n:.2f}"
+
+
+def _verdict(row: Row) -> str:
+    if row.check is None:
+        return ""
+    if isinstance(row.sidecar, bool):
+        return "ok" if row.sidecar else "MISS"
+    outcome = row.check(_number(row.sidecar), _number(row.node))
+    if outcome is None:
+        return ""
+    return "ok" if outcome else "MISS"
+
+
+def _ratio_at_most(limit: float) -> Check:
+    def check(s: float | None, n: float | None) -> bool | None:
+        if s is None or n is None or n == 0:
+            return None
+        return s / n <= limit
+
+    return check
+
+
+def _at_most(limit: float) -> Check:
+    def check(s: float | None, n: float | None) -> bool | None:
+        return None if s is None else s <= limit
+
+    return check
+
+
+def _all_in(side_failed: Any, node_failed: Any, limit: float) -> Check:
+    """Within `limit` seconds, and every handshake accepted (judged on the sidecar)."""
+
+    def check(s: float | None, n: float | None) -> bool | None:
+        if s is None:
+            return None
+        return s <= limit and not side_failed
+
+    return check
+
+
+def _unless_failed(failed: Any, inner: Check) -> Check:
+    """No verdict when handshakes failed: what was not done cost nothing."""
+
+    def check(s: float | None, n: float | None) -> bool | None:
+        return None if failed else inner(s, n)
+
+    return check
+
+
+def _is_true(s: float | None, n: float | None) -> bool | None:
+    return None  # booleans are judged in _verdict
+
+
+def fanout_rows(fake: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    side, node = fake.get("sidecar", {}), fake.get("node", {})
+    sizes = sorted({int(k) for k in {**(_get(side, "sizes") or {}), **(_get(node, "sizes") or {})}})
+    biggest = max(sizes) if sizes else None
+    for size in sizes:
+
+        def pick(result: dict[str, Any], *path: str, size: int = size) -> Any:
+            return _get(result, "sizes", str(size), "fanout", *path)
+
+        target, check = ("ratio <= 1.0", _ratio_at_most(1.0)) if size == biggest else ("", None)
+        rows += [
+            Row(
+                f"fan-out {size:,}: latency p50 (ms)",
+                pick(side, "latency_ms", "p50"),
+                pick(node, "latency_ms", "p50"),
+            ),
+            Row(
+                f"fan-out {size:,}: latency p99 (ms)",
+                pick(side, "latency_ms", "p99"),
+                pick(node, "latency_ms", "p99"),
+                target,
+                check,
+            ),
+            Row(
+                f"fan-out {size:,}: latency max (ms)",
+                pick(side, "latency_ms", "max"),
+                pick(node, "latency_ms", "max"),
+            ),
+            Row(
+                f"fan-out {size:,}: deliveries/s (wall, to last)",
+                pick(side, "deliveries_per_s"),
+                pick(node, "deliveries_per_s"),
+            ),
+            Row(
+                f"fan-out {size:,}: deliveries per server CPU-s",
+                pick(side, "deliveries_per_cpu_s"),
+                pick(node, "deliveries_per_cpu_s"),
+            ),
+            Row(
+                f"fan-out {size:,}: every client once",
+                _complete(pick(side)),
+                _complete(pick(node)),
+                ratio=False,
+            ),
+        ]
+    return rows
+
+
+def _complete(result: Any) -> bool | None:
+    if not isinstance(result, dict):
+        return None
+    return result.get("missing") == 0 and result.get("duplicates") == 0
+
+
+def connection_rows(fake: dict[str, Any], storm_size: int) -> list[Row]:
+    side, node = fake.get("sidecar", {}), fake.get("node", {})
+    sizes = sorted({int(k) for k in {**(_get(side, "sizes") or {}), **(_get(node, "sizes") or {})}})
+    rows: list[Row] = []
+    for size in sizes:
+        if size in (min(sizes), max(sizes)):
+            rows.append(
+                Row(
+                    f"RSS per idle connection at {size:,} (KiB)",
+                    _get(side, "sizes", str(size), "rss_per_connection_kib"),
+                    _get(node, "sizes", str(size), "rss_per_connection_kib"),
+                    "ratio <= 1.0",
+                    _ratio_at_most(1.0),
+                )
+            )
+    for size in sizes:
+        rows.append(
+            Row(
+                f"connect rate, {size:,} total (handshakes/s)",
+                _get(side, "sizes", str(size), "connect", "per_second"),
+                _get(node, "sizes", str(size), "connect", "per_second"),
+            )
+        )
+    storm = f"storm {storm_size:,}"
+    rows += [
+        Row(
+            f"{storm}: every handshake answered after (s)",
+            _get(side, "storm", "all_in_s"),
+            _get(node, "storm", "all_in_s"),
+            "all in <= 10 s",
+            _all_in(_get(side, "storm", "failed"), _get(node, "storm", "failed"), 10),
+        ),
+        Row(
+            f"{storm}: all caught up (notification:sync) after (s)",
+            _get(side, "storm", "synced", "all_synced_s"),
+        ),
+        Row(
+            f"{storm}: refused or failed",
+            _get(side, "storm", "failed"),
+            _get(node, "storm", "failed"),
+            "0",
+            _at_most(0),
+            ratio=False,
+        ),
+        Row(
+            f"{storm}: Strapi requests per user (all routes)",
+            _get(side, "storm", "requests_per_user"),
+            _get(node, "storm", "requests_per_user"),
+            "<= 1",
+            _unless_failed(_get(side, "storm", "failed"), _at_most(1)),
+        ),
+        Row(
+            f"{storm}: of which user lookups per user",
+            _get(side, "storm", "lookups_per_user"),
+            _get(node, "storm", "lookups_per_user"),
+        ),
+    ]
+    return rows
+
+
+def read_rows(fake: dict[str, Any], reads: int) -> list[Row]:
+    reads_ = _get(fake, "sidecar", "reads")
+    if not reads_:
+        return []
+    readers = _get(reads_, "burst", "readers") or reads
+    return [
+        Row(
+            "single read: Strapi requests",
+            _get(reads_, "single", "strapi_requests"),
+            None,
+            "<= 3",
+            _at_most(3),
+        ),
+        Row("single read again: Strapi requests", _get(reads_, "single", "again_strapi_requests")),
+        Row("single read: acks and state exact", _get(reads_, "single", "exact"), None, "yes", _is_true),
+        Row(f"read storm {readers:,}: all acks after (ms)", _get(reads_, "burst", "all_acks_ms")),
+        Row(
+            f"read storm {readers:,}: Strapi requests",
+            _get(reads_, "burst", "strapi_requests"),
+            None,
+            "<= 10",
+            _at_most(10),
+        ),
+        Row(f"read storm {readers:,}: Strapi requests per read", _get(reads_, "burst", "requests_per_read")),
+        Row(
+            f"read storm {readers:,}: READNOTIFICATION exact",
+            _get(reads_, "burst", "exact"),
+            None,
+            "yes",
+            _is_true,
+        ),
+    ]
+
+
+def real_rows(real: dict[str, Any], users: int) -> list[Row]:
+    side, node = real.get("sidecar", {}), real.get("node", {})
+    pub = f"publish to {users:,} users"
+    rows = [
+        Row(
+            f"{pub}: Strapi answers POST (ms)",
+            _get(side, "publish", "strapi_answer_ms_median"),
+            _get(node, "publish", "strapi_answer_ms_median"),
+        ),
+        Row(
+            f"{pub}: last client has it (ms)",
+            _get(side, "publish", "last_client_ms_median"),
+            _get(node, "publish", "last_client_ms_median"),
+        ),
+        Row(
+            f"{pub}: last client / Strapi answer",
+            _get(side, "publish", "ratio_median"),
+            _get(node, "publish", "ratio_median"),
+            "<= 1.05",
+            _at_most(1.05),
+        ),
+        Row(
+            f"{pub}: every client once",
+            _complete(_get(side, "publish")),
+            _complete(_get(node, "publish")),
+            ratio=False,
+        ),
+        Row(
+            f"storm {users:,}: every handshake answered after (s)",
+            _get(side, "storm", "all_in_s"),
+            _get(node, "storm", "all_in_s"),
+            "all in <= 10 s",
+            _all_in(_get(side, "storm", "failed"), _get(node, "storm", "failed"), 10),
+        ),
+        Row(
+            f"storm {users:,}: all caught up (notification:sync) after (s)",
+            _get(side, "storm", "all_synced_s"),
+        ),
+        Row(
+            f"storm {users:,}: refused or failed",
+            _get(side, "storm", "failed"),
+            _get(node, "storm", "failed"),
+            "0",
+            _at_most(0),
+            ratio=False,
+        ),
+        Row(
+            f"storm {users:,}: Strapi requests per user (all routes)",
+            _get(side, "storm", "requests_per_user"),
+            _get(node, "storm", "requests_per_user"),
+            "<= 1",
+            _unless_failed(_get(side, "storm", "failed"), _at_most(1)),
+        ),
+        Row(
+            f"storm {users:,}: Strapi busy until (s)",
+            _get(side, "storm", "strapi_busy_for_s"),
+            _get(node, "storm", "strapi_busy_for_s"),
+        ),
+    ]
+    reads_ = _get(side, "reads")
+    if reads_:
+        readers = _get(reads_, "burst", "readers")
+        rows += [
+            Row(
+                "single read: Strapi requests",
+                _get(reads_, "single", "strapi_requests"),
+                None,
+                "<= 3",
+                _at_most(3),
+            ),
+            Row("single read: acks and state exact", _get(reads_, "single", "exact"), None, "yes", _is_true),
+            Row(f"read storm {readers:,}: all acks after (ms)", _get(reads_, "burst", "all_acks_ms")),
+            Row(
+                f"read storm {readers:,}: Strapi requests",
+                _get(reads_, "burst", "strapi_requests"),
+                None,
+                "<= 10" if readers == 1000 else "",
+                _at_most(10) if readers == 1000 else None,
+            ),
+            Row(
+                f"read storm {readers:,}: Strapi requests per read",
+                _get(reads_, "burst", "requests_per_read"),
+            ),
+            Row(
+                f"read storm {readers:,}: READNOTIFICATION exact",
+                _get(reads_, "burst", "exact"),
+                None,
+                "yes",
+                _is_true,
+            ),
+        ]
+    return rows
+
+
+def _section(title: str, rows: list[Row]) -> list[str]:
+    if not rows:
+        return []
+    width = max(44, *(len(row.label) for row in rows))
+    lines = [
+        "",
+        title,
+        f"{'':{width}}  {'sidecar':>10}  {'node':>10}  {'ratio':>6}  {'target':<15} {'':4}",
+        "-" * (width + 55),
+    ]
+    for row in rows:
+        lines.append(
+            f"{row.label:{width}}  {_fmt(row.sidecar):>10}  {_fmt(row.node):>10}  {_ratio(row):>6}  "
+            f"{row.target:<15} {_verdict(row):4}".rstrip()
+        )
+    return lines
+
+
+def _load(values: Any) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if isinstance(values, list) else "?"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    machine = results.get("machine", {})
+    options = results.get("options", {})
+    lines = [
+        f"Benchmark {results.get('started', '')}: {machine.get('cpu')} x{machine.get('cores')}, "
+        f"{machine.get('memory_gib')} GiB; Python {machine.get('python')}, Node {machine.get('node')}; "
+        f"load average {_load(results.get('load_before'))} before, {_load(results.get('load_after'))} after",
+    ]
+    fake = results.get("fake")
+    if fake:
+        lines += _section("Fan-out through the webhook path (fake Strapi)", fanout_rows(fake))
+        lines += _section("Connections (fake Strapi)", connection_rows(fake, options.get("storm", 0)))
+        lines += _section(
+            "Read storm (fake Strapi; no Node equivalent)", read_rows(fake, options.get("reads", 0))
+        )
+    real = results.get("real")
+    if real:
+        lines += _section(
+            "Real Strapi 5 (strapi-fixtures): Strapi's own webhooks, default sidecar settings",
+            real_rows(real, options.get("real_users", 0)),
+        )
+        users = real.get("users") or {}
+        if users:
+            lines.append(
+                f"(users: {users.get('rest_sample')} through REST at {users.get('rest_per_s')}/s "
+                f"- all would take ~{users.get('rest_estimate_s_for_all')} s - and "
+                f"{users.get('sql_cloned')} cloned in SQLite in {users.get('sql_s')} s)"
+            )
+    return "\n".join(lines)

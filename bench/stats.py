@@ -1,0 +1,31 @@
+"""Small statistics helpers (no numpy)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import median
+
+__all__ = ["median", "percentile", "summary"]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max (and n) of a list of latencies, rounded to 0.01."""
+    if not values:
+        return {"n": 0, "p50": math.nan, "p99": math.nan, "max": math.nan}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 2),
+        "p99": round(percentile(values, 99), 2),
+        "max": round(max(values), 2),
+    }
