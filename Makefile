@@ -52,3 +52,10 @@ demo: install e2e-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
+
+# The benchmark suite (bench/README.md): fan-out, connections, storms and reads, for the sidecar
+# and a Node socket.io baseline, against a fast fake Strapi and the real one. Flags: BENCH_ARGS.
+bench: install
+	bash strapi-fixtures/install.sh
+	bash bench/install.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
