@@ -76,3 +76,8 @@ class Ledger:
 
     def add(self, key: str, values: set[int]) -> None:
         self.put(key, (self.get(key) or set()) | values)
+
+    def remove(self, key: str, values: set[int]) -> None:
+        current = self.get(key)
+        if current is not None:
+            current -= values

@@ -74,9 +74,10 @@ class Target:
 
 @dataclass(slots=True)
 class _Batch:
-    """Reads of one notification waiting for the next write."""
+    """Reads of one notification: those in the write under way, and those waiting for the next."""
 
     waiting: dict[int, asyncio.Future[bool]] = field(default_factory=dict)
+    writing: dict[int, asyncio.Future[bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,19 +158,22 @@ class ReadReceipts:
     @property
     def pending(self) -> int:
         """Reads accepted but not yet recorded in Strapi."""
-        return sum(len(batch.waiting) for batch in self._batches.values())
+        return sum(len(batch.writing) + len(batch.waiting) for batch in self._batches.values())
 
     async def drain(self, grace: float) -> None:
         """At shutdown: let pending reads finish; log every read that could not, by name."""
         if self._drains:
             await asyncio.wait(set(self._drains), timeout=grace)
         for document_id, batch in list(self._batches.items()):
-            for user_id in batch.waiting:
+            for user_id in (*batch.writing, *batch.waiting):
                 log_read_failure(
                     RuntimeError("stopped before Strapi had it"), user_id, document_id, CONTEXT_ADD
                 )
-        for task in list(self._drains):
+        unfinished = set(self._drains)
+        for task in unfinished:
             task.cancel()
+        if unfinished:  # each answers its readers (upstream_error) as it stops
+            await asyncio.wait(unfinished, timeout=grace)
 
     async def mark_many(self, user_id: int, document_ids: list[str]) -> list[str]:
         """Mark notifications known to be addressed to the user and unread by them (read-all).
@@ -184,13 +188,17 @@ class ReadReceipts:
 
         async def mark(document_id: str) -> str | None:
             async with gate, self._locked(document_id):
+                receipt = first_receipts.get(document_id)
                 try:
-                    receipt = first_receipts.get(document_id)
                     if receipt is None and self._created.get(document_id, -1) >= snapshot:
                         if await self._record(document_id, {user_id}):
                             return None
                     else:
                         await self._retrying(lambda: self._write_receipt(document_id, [user_id], receipt))
+                except StrapiError as exc:  # the write failed (and was logged by nobody yet)
+                    context = CONTEXT_ADD if receipt is not None else CONTEXT_CREATE
+                    log_read_failure(exc, user_id, receipt or document_id, context)
+                    return None
                 except UpstreamError:
                     return None
                 self.readers.add(document_id, {user_id})
@@ -267,18 +275,26 @@ class ReadReceipts:
         return await asyncio.shield(future)
 
     async def _drain(self, document_id: str, batch: _Batch) -> None:
-        async with self._locked(document_id):
-            while batch.waiting:
-                waiting, batch.waiting = batch.waiting, {}
-                try:
-                    already = await self._record(document_id, set(waiting))
-                except UpstreamError as exc:
-                    for future in waiting.values():
-                        _settle(future, exc)
-                else:
-                    for user_id, future in waiting.items():
-                        _settle(future, user_id in already)
-            del self._batches[document_id]  # nothing awaited since the check: no read is lost
+        try:
+            async with self._locked(document_id):
+                while batch.waiting:
+                    batch.writing, batch.waiting = batch.waiting, {}
+                    try:
+                        already = await self._record(document_id, set(batch.writing))
+                    except UpstreamError as exc:
+                        for future in batch.writing.values():
+                            _settle(future, exc)
+                    else:
+                        for user_id, future in batch.writing.items():
+                            _settle(future, user_id in already)
+                    batch.writing = {}
+                del self._batches[document_id]  # nothing awaited since the check: no read is lost
+        finally:
+            if self._batches.get(document_id) is batch:  # cancelled at shutdown, or failed unexpectedly
+                del self._batches[document_id]
+                stopped = UpstreamError("stopped before Strapi had the read")
+                for future in (*batch.writing.values(), *batch.waiting.values()):
+                    _settle(future, stopped)
 
     async def _record(self, document_id: str, users: set[int]) -> set[int]:
         """Record `users` as readers; return those who were readers already."""
@@ -324,6 +340,16 @@ class ReadReceipts:
 
     async def _write_receipt(self, document_id: str, user_ids: list[int], receipt: str | None) -> None:
         """Connect users to the notification's first READNOTIFICATION, or create one."""
+        # Known as readers before Strapi answers: its webhook for this write can arrive first,
+        # and must not be echoed back as a read made elsewhere.
+        self.readers.add(document_id, set(user_ids))
+        try:
+            await self._write_receipt_once(document_id, user_ids, receipt)
+        except BaseException:
+            self.readers.remove(document_id, set(user_ids))
+            raise
+
+    async def _write_receipt_once(self, document_id: str, user_ids: list[int], receipt: str | None) -> None:
         users_field = self._settings.read_users_field
         connect = {"connect": [{"id": user_id} for user_id in user_ids]}
         if receipt is not None:
