@@ -133,6 +133,8 @@ class ReadReceipts:
         self._locked: LockFactory = lock if lock is not None else KeyedLock()
         self._retry_seconds = settings.read_retry_seconds if retry_seconds is None else retry_seconds
         self._targets: OrderedDict[str, Target] = OrderedDict()
+        self._invalidations = 0  # a counter, and when each notification was last invalidated
+        self._invalidated: OrderedDict[str, int] = OrderedDict()
         self._resolving: dict[int | str, asyncio.Task[Target | None]] = {}
         self._batches: dict[str, _Batch] = {}
         self._drains: set[asyncio.Task[None]] = set()
@@ -154,6 +156,11 @@ class ReadReceipts:
     def invalidate(self, document_id: str) -> None:
         """The notification changed (a webhook): resolve it from Strapi again next time."""
         self._targets.pop(document_id, None)
+        self._invalidations += 1
+        self._invalidated[document_id] = self._invalidations
+        self._invalidated.move_to_end(document_id)
+        while len(self._invalidated) > TARGET_MEMORY:
+            self._invalidated.popitem(last=False)
 
     @property
     def pending(self) -> int:
@@ -229,6 +236,7 @@ class ReadReceipts:
             raise UpstreamError(f"Strapi failed: {exc.message}") from exc
 
     async def _resolve(self, ref: int | str, document_id: str | None) -> Target | None:
+        started = self._invalidations
         found = await self._retrying(lambda: self._find_published(document_id or ref))
         if found is None and document_id is not None and isinstance(ref, int):
             found = await self._retrying(lambda: self._find_published(ref))
@@ -241,6 +249,8 @@ class ReadReceipts:
             audience=frozenset(audience_ids(found, self._settings.audience_field)),
             expires=time.monotonic() + TARGET_TTL,
         )
+        if self._invalidated.get(target.document_id, -1) > started:
+            return target  # changed while it was being read: good for this read, not for the cache
         self._targets[target.document_id] = target
         self._targets.move_to_end(target.document_id)
         while len(self._targets) > TARGET_MEMORY:

@@ -1323,3 +1323,27 @@ async def test_mark_many_does_not_duplicate_a_receipt_created_by_a_read_meanwhil
 
     assert marked == [NOTIFICATION_DOC]
     assert fake.readers() == [{5, 6}]
+
+
+async def test_mark_read_invalidation_during_a_lookup_keeps_the_old_answer_out_of_the_cache(
+    receipts: ReadReceipts, respx_mock: respx.MockRouter
+) -> None:
+    lookup_started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_lookup(request: httpx.Request) -> httpx.Response:
+        if not lookup_started.is_set():
+            lookup_started.set()
+            await release.wait()
+        return documents(notification())
+
+    lookup = respx_mock.get(NOTIFICATIONS).mock(side_effect=slow_lookup)
+    respx_mock.get(READS).mock(return_value=documents(receipt(READ_DOC, USER)))
+
+    first = asyncio.create_task(receipts.mark_read(USER, NOTIFICATION_DOC))
+    await lookup_started.wait()
+    receipts.invalidate(NOTIFICATION_DOC)  # a webhook says it changed while it was being read
+    release.set()
+    await first
+    await receipts.mark_read(USER, NOTIFICATION_DOC)
+
+    assert lookup.call_count == 2
