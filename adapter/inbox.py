@@ -12,6 +12,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from adapter.errors import InvalidPayload
@@ -40,9 +41,18 @@ def parse_cursor(value: object) -> tuple[str, str] | None:
     if value is None:
         return None
     match = CURSOR.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
+    if match is None or not _is_datetime(match["at"]):
         raise InvalidPayload("cursor is not one this server handed out")
     return match["at"], match["doc"]
+
+
+def _is_datetime(value: str) -> bool:
+    """Strapi answers a filter on a date it cannot parse with a 500 (and logs an error)."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Inbox:
