@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-real", action="store_true", help="skip the real-Strapi scenarios")
     parser.add_argument("--servers", default="sidecar,node", help="sidecar, node or both")
     parser.add_argument("--sizes", type=_ints, help="fan-out sizes (default 1000,5000,10000)")
-    parser.add_argument("--rounds", type=int, help="measured publications per size (default 5)")
+    parser.add_argument("--rounds", type=int, help="measured publications per size (default 3)")
     parser.add_argument("--storm", type=int, help="clients in the connect storm (default 2000)")
     parser.add_argument("--reads", type=int, help="readers in the fake-Strapi read storm (default 1000)")
     parser.add_argument("--real-users", type=int, help="audience of the real publication (default 2000)")
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or ([1000] if quick else [1000, 5000, 10000])
-    args.rounds = args.rounds or (3 if quick else 5)
+    args.rounds = args.rounds or (2 if quick else 3)
     args.storm = args.storm or (1000 if quick else 2000)
     args.reads = args.reads or (300 if quick else 1000)
     args.real_users = args.real_users or (500 if quick else 2000)
@@ -122,7 +122,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             connect_deadline=args.connect_deadline,
         )
         t0 = time.monotonic()
-        results["fake"] = await FakeBench(options, secrets_, tokens).run()
+        bench = FakeBench(options, secrets_, tokens)
+        results["fake"] = bench.results
+        try:
+            await bench.run()
+        except Exception as exc:
+            log.exception("the fake-Strapi scenarios failed")
+            results["fake"]["error"] = f"{type(exc).__name__}: {exc}"
         results["fake"]["seconds"] = round(time.monotonic() - t0, 1)
     if "real" in args.chosen:
         options_real = RealOptions(
@@ -135,7 +141,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             connect_deadline=args.connect_deadline,
         )
         t0 = time.monotonic()
-        results["real"] = await RealBench(options_real, secrets_).run()
+        real = RealBench(options_real, secrets_)
+        results["real"] = real.results
+        try:
+            await real.run()
+        except Exception as exc:
+            log.exception("the real-Strapi scenarios failed")
+            results["real"]["error"] = f"{type(exc).__name__}: {exc}"
         results["real"]["seconds"] = round(time.monotonic() - t0, 1)
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     results["duration_s"] = round(time.time() - started, 1)

@@ -6,8 +6,9 @@
 // Commands (each may carry a `ref`, echoed in its answer):
 //   {cmd: "setup", url, users: [[id, token], ...], event, track} -> {type: "setup", count}
 //        `track`: event names whose first arrival after each connect is timed (awaitEvent)
-//   {cmd: "connect", concurrency, timeoutMs}                   -> {type: "connect", ok, failed, errors,
-//        start, end, lat}   connects every client not connected; concurrency 0 = all at once
+//   {cmd: "connect", concurrency, timeoutMs, deadlineMs}       -> {type: "connect", ok, failed, skipped,
+//        errors, start, end, lat}   connects every client not connected, `concurrency` at a time
+//        (0: all at once); after `deadlineMs` no new attempt starts (they count as skipped)
 //   {cmd: "await", key, expect, timeoutMs}                     -> {type: "await", count, dups, times,
 //        sample}  waits until `expect` clients (default: every connected one) received the
 //        event whose payload.documentId is `key`
@@ -57,9 +58,18 @@ function record(client, payload) {
 function connectOne(client, timeoutMs) {
   return new Promise((resolve) => {
     const started = now();
+    let settled = false;
+    const settle = (result) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
     const socket = io(url, {
       forceNew: true,
       transports: ["websocket"],
+      // Browsers always offer permessage-deflate; so does this client unless told not to.
+      ...(process.env.BENCH_CLIENT_DEFLATE === "0" ? { perMessageDeflate: false } : {}),
       reconnection: false,
       timeout: timeoutMs,
       auth: { token: client.token },
@@ -68,6 +78,14 @@ function connectOne(client, timeoutMs) {
     client.socket = socket;
     client.closing = false;
     client.tracked = {};
+    // socket.io-client's own `timeout` covers the transport only: a server that never answers
+    // the Socket.IO CONNECT would leave the handshake pending forever.
+    const timer = setTimeout(() => {
+      client.closing = true;
+      socket.close();
+      client.socket = null;
+      settle({ ok: false, code: "no_answer", at: now() });
+    }, timeoutMs);
     socket.on(event, (payload) => record(client, payload));
     for (const name of tracked) {
       socket.on(name, () => {
@@ -78,31 +96,44 @@ function connectOne(client, timeoutMs) {
       });
     }
     socket.once("connect", () => {
+      if (settled) return;
       client.connected = true;
-      resolve({ ok: true, lat: now() - started, at: now() });
+      settle({ ok: true, lat: now() - started, at: now() });
     });
     socket.once("connect_error", (error) => {
       socket.close();
-      client.socket = null;
-      resolve({ ok: false, code: error?.data?.code || error?.message || "error", at: now() });
+      if (client.socket === socket) client.socket = null;
+      settle({ ok: false, code: error?.data?.code || error?.message || "error", at: now() });
     });
     socket.on("disconnect", (reason) => {
       client.connected = false;
       if (!client.closing) dropped[reason] = (dropped[reason] || 0) + 1;
+      // Dropped before the server answered the handshake (e.g. no pings: the server is stuck).
+      if (!settled) {
+        socket.close();
+        if (client.socket === socket) client.socket = null;
+        settle({ ok: false, code: `dropped before connect: ${reason}`, at: now() });
+      }
     });
   });
 }
 
-async function connectAll({ concurrency = 0, timeoutMs = 30000 }) {
+async function connectAll({ concurrency = 0, timeoutMs = 30000, deadlineMs = 0 }) {
   const todo = clients.filter((client) => !client.connected);
   const start = now();
   const results = [];
+  let skipped = 0;
   if (!concurrency) {
     results.push(...(await Promise.all(todo.map((client) => connectOne(client, timeoutMs)))));
   } else {
     let next = 0;
     const worker = async () => {
       while (next < todo.length) {
+        if (deadlineMs && now() - start > deadlineMs) {
+          skipped = todo.length - next;
+          next = todo.length;
+          break;
+        }
         const client = todo[next++];
         results.push(await connectOne(client, timeoutMs));
       }
@@ -115,6 +146,7 @@ async function connectAll({ concurrency = 0, timeoutMs = 30000 }) {
   return {
     ok: ok.length,
     failed: results.length - ok.length,
+    skipped,
     errors,
     start,
     end: results.length ? Math.max(...results.map((result) => result.at)) : start,

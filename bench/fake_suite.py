@@ -13,6 +13,7 @@ import logging
 import secrets
 import subprocess
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ from bench.procs import (
     make_server,
     now_ms,
     rss_kib,
-    sign_tokens,
 )
 from bench.stats import median, summary
 
@@ -107,6 +107,9 @@ class FakeBench:
         self.tokens = tokens
         self.fake: FakeStrapiProcess | None = None
         self.http = httpx.AsyncClient(timeout=60)
+        # Webhooks go out on a fresh connection each, as Strapi sends them (and an idle
+        # keep-alive connection may have been closed by the server meanwhile).
+        self.hooks = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
         self.results: dict[str, Any] = {}
         self._published_id = 5_000_000
 
@@ -157,22 +160,26 @@ class FakeBench:
         try:
             await self.fake.ready()
             for kind in self.o.servers:
-                self.results[kind] = await self.run_server(kind)
+                await self.run_server(kind)
         finally:
             await self.http.aclose()
+            await self.hooks.aclose()
             self.fake.stop()
         return self.results
 
     async def run_server(self, kind: str) -> dict[str, Any]:
         server = make_server(kind, free_port(), self.fake_url, self.secrets, "fake")
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"errors": []}
+        self.results[kind] = result
         server.start()
         try:
             await server.ready()
             if self.o.scenarios & {"fanout", "memory", "connect"}:
-                result.update(await self.fanout_memory_connect(server))
+                await guarded(
+                    result, server, "fan-out/memory/connect", self.fanout_memory_connect(server, result)
+                )
             if self.o.scenarios & {"storm", "reads"}:
-                result.update(await self.storm_and_reads(server))
+                await guarded(result, server, "storm/reads", self.storm_and_reads(server, result))
         finally:
             result["exit_code"] = server.stop()
             result["log"] = str(server.log_path)
@@ -191,11 +198,11 @@ class FakeBench:
             await fleet.close()
         await asyncio.sleep(1.0)
 
-    async def fanout_memory_connect(self, server: ServerUnderTest) -> dict[str, Any]:
+    async def fanout_memory_connect(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
         await self.warm_up(server)
         rss0 = rss_kib(server.pid)
         log.info("%s: RSS after warm-up %.1f MiB", server.kind, rss0 / 1024)
-        out: dict[str, Any] = {"rss0_kib": rss0, "sizes": {}}
+        out.update({"rss0_kib": rss0, "sizes": {}})
         fleet = Fleet([])
         try:
             for size in sorted(self.o.sizes):
@@ -242,7 +249,6 @@ class FakeBench:
             with contextlib.suppress(Exception):
                 await fleet.disconnect()
             await fleet.close()
-        return out
 
     async def fanout(self, server: ServerUnderTest, fleet: Fleet, size: int) -> dict[str, Any]:
         users = list(range(1, size + 1))
@@ -291,7 +297,7 @@ class FakeBench:
         await self.quiesce(quiet=0.2)
         cpu0 = cpu_seconds(server.pid)
         sent = now_ms()
-        response = await self.http.post(f"{server.url}/webhooks/strapi", content=body, headers=headers)
+        response = await self.hooks.post(f"{server.url}/webhooks/strapi", content=body, headers=headers)
         answered = now_ms()
         got = await fleet.await_key(document_id, timeout_ms=30_000)
         cpu1 = cpu_seconds(server.pid)
@@ -320,8 +326,7 @@ class FakeBench:
 
     # -- connect storm and read storm --------------------------------------------------------
 
-    async def storm_and_reads(self, server: ServerUnderTest) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    async def storm_and_reads(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
         # A deploy: a fresh server process (cold user cache), every client connecting at once.
         server.stop()
         server.start()
@@ -334,7 +339,7 @@ class FakeBench:
             seconds = (connected["end"] - connected["sent"]) / 1000
             synced = None
             if server.kind == "sidecar":  # its catch-up (`notification:sync`) follows each connect
-                got = await fleet.await_event(SYNC_EVENT, timeout_ms=60_000)
+                got = await fleet.await_event(SYNC_EVENT, timeout_ms=30_000)
                 if got["times"]:
                     synced = {
                         "count": got["count"],
@@ -380,7 +385,6 @@ class FakeBench:
             with contextlib.suppress(Exception):
                 await fleet.disconnect()
             await fleet.close()
-        return out
 
     async def read(self, fleet: Fleet, notification_id: str, count: int) -> dict[str, Any]:
         """The first `count` clients of the fleet read at once; their acks, summed."""
@@ -512,5 +516,19 @@ class FakeBench:
             profiler.wait()
 
 
-def tokens_for(secret: str, count: int) -> dict[int, str]:
-    return sign_tokens(secret, range(1, count + 1))
+async def guarded(result: dict[str, Any], server: ServerUnderTest, name: str, work: Awaitable[None]) -> None:
+    """Run one scenario; a failure is recorded (with the server's state) and the run goes on."""
+    try:
+        await work
+    except Exception as exc:
+        log.exception("%s %s failed", server.kind, name)
+        error: dict[str, Any] = {"scenario": name, "error": f"{type(exc).__name__}: {exc}"}
+        if not server.alive():
+            error["server_exit_code"] = server.process.returncode if server.process else None
+            error["server_log_tail"] = server.log_tail(60)
+            log.error("%s is not running any more; log tail:\n%s", server.kind, error["server_log_tail"])
+        result.setdefault("errors", []).append(error)
+        if not server.alive():
+            server.stop()
+            server.start()
+            await server.ready()

@@ -33,8 +33,9 @@ NODE_SERVER_JS = BENCH / "node-baseline" / "server.mjs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SYNC_EVENT = "notification:sync"  # the sidecar's catch-up, sent right after a connect
 # Handshakes in flight per client process when clients connect at a steady pace (not a storm).
-# More makes the sidecar slower, not faster: see bench/README.md.
-CONNECT_CONCURRENCY = 10
+# More makes the sidecar slower, not faster (2,000 clients over 2 processes, quiet machine: 85/s
+# at 2 per process, 65/s at 5, 59/s at 10, 53/s at 25); see bench/README.md.
+CONNECT_CONCURRENCY = 2
 
 
 def now_ms() -> float:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from bench.fake_suite import guarded
 from bench.procs import (
     CONNECT_CONCURRENCY,
     LOGS,
@@ -156,7 +157,8 @@ class RealBench:
                     await server.ready()
                     if fleet is None:
                         fleet = await Fleet.start(server.url, users, tokens, self.o.per_process)
-                    self.results[kind] = await self.run_server(server, fleet, users)
+                    out = self.results.setdefault(kind, {"errors": []})
+                    await guarded(out, server, "real Strapi", self.run_server(server, fleet, users, out))
                 finally:
                     if fleet is not None:
                         await fleet.disconnect()
@@ -262,15 +264,16 @@ class RealBench:
 
     # -- one server --------------------------------------------------------------------------
 
-    async def run_server(self, server: ServerUnderTest, fleet: Fleet, users: list[int]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    async def run_server(
+        self, server: ServerUnderTest, fleet: Fleet, users: list[int], out: dict[str, Any]
+    ) -> None:
         # Every client at once against a fresh server (a deploy): the connect storm, for real.
         mark = self.strapi_log.mark()
-        connected = await fleet.connect(concurrency=0, timeout_ms=60_000)
+        connected = await fleet.connect(concurrency=0, timeout_ms=30_000)
         seconds = (connected["end"] - connected["sent"]) / 1000
         synced = None
         if server.kind == "sidecar":
-            got = await fleet.await_event(SYNC_EVENT, timeout_ms=120_000)
+            got = await fleet.await_event(SYNC_EVENT, timeout_ms=60_000)
             if got["times"]:
                 synced = round((max(got["times"]) - connected["sent"]) / 1000, 2)
         busy = await self.strapi_log.quiesce()  # catch-ups after the connects
@@ -322,7 +325,6 @@ class RealBench:
         if server.kind == "sidecar" and self.o.reads:
             out["reads"] = await self.read_storm(fleet, publications, users)
         out["clients"] = await fleet.status()
-        return out
 
     async def publish(
         self, server: ServerUnderTest, fleet: Fleet, users: list[int], index: int

@@ -404,4 +404,18 @@ def render_table(results: dict[str, Any]) -> str:
                 f"- all would take ~{users.get('rest_estimate_s_for_all')} s - and "
                 f"{users.get('sql_cloned')} cloned in SQLite in {users.get('sql_s')} s)"
             )
+    problems = []
+    for suite in ("fake", "real"):
+        data = results.get(suite) or {}
+        if data.get("error"):
+            problems.append(f"{suite}: {data['error']}")
+        for kind in ("sidecar", "node"):
+            for error in (data.get(kind) or {}).get("errors") or []:
+                where = f"{kind} ({suite} Strapi) {error.get('scenario')}"
+                problems.append(f"{where}: {error.get('error')}")
+                if error.get("server_exit_code") is not None:
+                    problems.append(f"    the server had exited with code {error['server_exit_code']}")
+    if problems:
+        lines += ["", "Scenarios that did not complete (see the JSON and bench/results/logs/):"]
+        lines += [f"  {problem}" for problem in problems]
     return "\n".join(lines)

@@ -157,6 +157,7 @@ function handle(req, res) {
     }
     reply(res, 202, { accepted: true, outcome: "announced" });
     const rooms = (entry.notification_users || []).map((user) => `user-${user.id}`);
+    console.log(`${new Date().toISOString()} ${payload.event} ${entry.documentId}: ${size} bytes, ${rooms.length} rooms`);
     if (rooms.length) {
       io.to(rooms).emit("notificacion", {
         mensaje: entry.message ?? null,
