@@ -41,6 +41,7 @@ log = logging.getLogger("bench")
 
 NOTIFICATION_UID = "api::notification.notification"
 READ_EVENT = "notification:read"
+STORM_TIMEOUT_MS = 30_000  # a handshake not answered by then counts as failed
 WARMUP_USERS = 20
 
 
@@ -178,8 +179,10 @@ class FakeBench:
                 await guarded(
                     result, server, "fan-out/memory/connect", self.fanout_memory_connect(server, result)
                 )
-            if self.o.scenarios & {"storm", "reads"}:
-                await guarded(result, server, "storm/reads", self.storm_and_reads(server, result))
+            if "storm" in self.o.scenarios:
+                await guarded(result, server, "storm", self.storm(server, result))
+            if "reads" in self.o.scenarios and kind == "sidecar":
+                await guarded(result, server, "reads", self.reads(server, result))
         finally:
             result["exit_code"] = server.stop()
             result["log"] = str(server.log_path)
@@ -326,20 +329,19 @@ class FakeBench:
 
     # -- connect storm and read storm --------------------------------------------------------
 
-    async def storm_and_reads(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
-        # A deploy: a fresh server process (cold user cache), every client connecting at once.
-        server.stop()
-        server.start()
-        await server.ready()
-        size = max(self.o.storm_size, self.o.reads if "reads" in self.o.scenarios else 0)
+    async def storm(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
+        """A deploy: a fresh server process (cold user cache), every client connecting at once."""
+        await restart(server)
+        size = self.o.storm_size
         fleet = await Fleet.start(server.url, list(range(1, size + 1)), self.tokens, min(1000, size))
         try:
             await self.reset_stats()
-            connected = await fleet.connect(concurrency=0, timeout_ms=30_000)
+            connected = await fleet.connect(concurrency=0, timeout_ms=STORM_TIMEOUT_MS)
             seconds = (connected["end"] - connected["sent"]) / 1000
+            health_ms = await health_probe(server)
             synced = None
-            if server.kind == "sidecar":  # its catch-up (`notification:sync`) follows each connect
-                got = await fleet.await_event(SYNC_EVENT, timeout_ms=30_000)
+            if server.kind == "sidecar" and connected["ok"]:  # its catch-up follows each connect
+                got = await fleet.await_event(SYNC_EVENT, timeout_ms=STORM_TIMEOUT_MS)
                 if got["times"]:
                     synced = {
                         "count": got["count"],
@@ -357,6 +359,7 @@ class FakeBench:
                 "errors": connected["errors"],
                 "all_in_s": round(seconds, 3),
                 "latency_ms": summary(connected["lat"]),
+                "healthz_ms_after": health_ms,
                 "synced": synced,
                 "strapi_requests": requests,
                 "strapi_requests_total": total,
@@ -365,22 +368,35 @@ class FakeBench:
                 "lookups_per_user": round(lookups / size, 3),
             }
             log.info(
-                "%s storm %d: all in after %.2f s (%d failed); %d Strapi requests (%d user lookups)%s",
+                "%s storm %d: every handshake answered after %.2f s (%d failed %s); /healthz then took %s ms;"
+                " %d Strapi requests (%d user lookups)%s",
                 server.kind,
                 size,
                 seconds,
                 connected["failed"],
+                connected["errors"] or "",
+                health_ms,
                 total,
                 lookups,
                 f"; all synced after {synced['all_synced_s']} s" if synced else "",
             )
-            if "reads" in self.o.scenarios and server.kind == "sidecar":
-                if connected["failed"]:  # the read storm needs its readers connected
-                    again = await fleet.connect(CONNECT_CONCURRENCY, deadline_s=self.o.connect_deadline)
-                    out["storm"]["reconnected_after"] = {"ok": again["ok"], "failed": again["failed"]}
-                    await self.quiesce()
-                out["reads"] = await self.read_storm(server, fleet, size)
-            out["storm"]["clients_after"] = await fleet.status()
+        finally:
+            with contextlib.suppress(Exception):
+                await fleet.disconnect()
+            await fleet.close()
+
+    async def reads(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
+        """K readers, connected at a steady pace to a fresh server, read one notification at once."""
+        await restart(server)
+        size = self.o.reads
+        fleet = await Fleet.start(server.url, list(range(1, size + 1)), self.tokens, min(1000, size))
+        try:
+            connected = await fleet.connect(CONNECT_CONCURRENCY, deadline_s=self.o.connect_deadline)
+            if connected["ok"] < size:
+                log.warning("read storm: only %d of %d readers connected", connected["ok"], size)
+            await self.quiesce()
+            out["reads"] = await self.read_storm(server, fleet, size)
+            out["reads"]["clients_after"] = await fleet.status()
         finally:
             with contextlib.suppress(Exception):
                 await fleet.disconnect()
@@ -451,7 +467,7 @@ class FakeBench:
             "again_strapi_requests": sum(again_requests.values()),
             "exact": first["acks"] == {"ok alreadyRead=false": 1}
             and again["acks"] == {"ok alreadyRead=true": 1}
-            and [r["users"] for r in state["reads"]] == [[1]],
+            and [r["users"] for r in state["reads"]] == [first["readers"]],
         }
         # K users read one notification at once.
         count = min(self.o.reads, audience)
@@ -514,6 +530,23 @@ class FakeBench:
         except subprocess.TimeoutExpired:
             profiler.kill()
             profiler.wait()
+
+
+async def restart(server: ServerUnderTest) -> None:
+    server.stop()
+    server.start()
+    await server.ready()
+
+
+async def health_probe(server: ServerUnderTest, within: float = 5.0) -> float | None:
+    """How long `GET /healthz` takes right now (ms), or None when it does not answer in time."""
+    async with httpx.AsyncClient(timeout=within) as client:
+        started = now_ms()
+        try:
+            (await client.get(f"{server.url}/healthz")).raise_for_status()
+        except httpx.HTTPError:
+            return None
+        return round(now_ms() - started, 1)
 
 
 async def guarded(result: dict[str, Any], server: ServerUnderTest, name: str, work: Awaitable[None]) -> None:

@@ -32,10 +32,10 @@ CLIENTS_JS = BENCH / "clients.mjs"
 NODE_SERVER_JS = BENCH / "node-baseline" / "server.mjs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SYNC_EVENT = "notification:sync"  # the sidecar's catch-up, sent right after a connect
-# Handshakes in flight per client process when clients connect at a steady pace (not a storm).
-# More makes the sidecar slower, not faster (2,000 clients over 2 processes, quiet machine: 85/s
-# at 2 per process, 65/s at 5, 59/s at 10, 53/s at 25); see bench/README.md.
-CONNECT_CONCURRENCY = 2
+# Handshakes in flight across a fleet when clients connect at a steady pace (not a storm). More
+# makes the sidecar slower, not faster (2,000 clients, quiet machine: 85/s with 4 in flight, 65/s
+# with 10, 59/s with 20, 53/s with 50); see bench/README.md.
+CONNECT_CONCURRENCY = 4
 
 
 def now_ms() -> float:
@@ -127,6 +127,14 @@ class ManagedProcess:
                 process.kill()
                 process.wait()
         return process.returncode
+
+    def log_mark(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, mark: int) -> str:
+        with self.log_path.open("rb") as handle:
+            handle.seek(mark)
+            return handle.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -338,15 +346,41 @@ class Fleet:
     async def connect(
         self, concurrency: int, timeout_ms: int = 30_000, deadline_s: float = 0
     ) -> dict[str, Any]:
-        """Connect every client not connected yet; a summary over all processes."""
+        """Connect every client not connected yet; a summary over all processes.
+
+        `concurrency` 0 starts every handshake at once (a storm); otherwise it is the number of
+        handshakes in flight across the fleet, shared by the processes with clients to connect.
+        """
+        procs = self.procs
+        per_process = 0
+        if concurrency:
+            statuses = await self.each("status", within=30)
+            procs = [p for p, st in zip(self.procs, statuses, strict=True) if st["connected"] < len(p.users)]
+            per_process = max(1, concurrency // max(1, len(procs)))
         started = now_ms()
-        answers = await self.each(
-            "connect",
-            within=max(300.0, deadline_s + timeout_ms / 1000 + 60),
-            concurrency=concurrency,
-            timeoutMs=timeout_ms,
-            deadlineMs=int(deadline_s * 1000),
+        answers = await asyncio.gather(
+            *(
+                proc.call(
+                    "connect",
+                    within=max(300.0, deadline_s + timeout_ms / 1000 + 60),
+                    concurrency=per_process,
+                    timeoutMs=timeout_ms,
+                    deadlineMs=int(deadline_s * 1000),
+                )
+                for proc in procs
+            )
         )
+        if not answers:
+            return {
+                "sent": started,
+                "start": started,
+                "end": started,
+                "ok": 0,
+                "failed": 0,
+                "skipped": 0,
+                "errors": {},
+                "lat": [],
+            }
         errors: dict[str, int] = {}
         for answer in answers:
             for code, count in answer["errors"].items():

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.fake_suite import guarded
+from bench.fake_suite import STORM_TIMEOUT_MS, guarded, health_probe, restart
 from bench.procs import (
     CONNECT_CONCURRENCY,
     LOGS,
@@ -269,11 +269,12 @@ class RealBench:
     ) -> None:
         # Every client at once against a fresh server (a deploy): the connect storm, for real.
         mark = self.strapi_log.mark()
-        connected = await fleet.connect(concurrency=0, timeout_ms=30_000)
+        connected = await fleet.connect(concurrency=0, timeout_ms=STORM_TIMEOUT_MS)
         seconds = (connected["end"] - connected["sent"]) / 1000
+        health_ms = await health_probe(server)
         synced = None
-        if server.kind == "sidecar":
-            got = await fleet.await_event(SYNC_EVENT, timeout_ms=60_000)
+        if server.kind == "sidecar" and connected["ok"]:
+            got = await fleet.await_event(SYNC_EVENT, timeout_ms=STORM_TIMEOUT_MS)
             if got["times"]:
                 synced = round((max(got["times"]) - connected["sent"]) / 1000, 2)
         busy = await self.strapi_log.quiesce()  # catch-ups after the connects
@@ -286,6 +287,7 @@ class RealBench:
             "errors": connected["errors"],
             "all_in_s": round(seconds, 2),
             "latency_ms": summary(connected["lat"]),
+            "healthz_ms_after": health_ms,
             "all_synced_s": synced,
             "strapi_requests": dict(requests),
             "strapi_requests_total": total,
@@ -294,32 +296,56 @@ class RealBench:
             "strapi_busy_for_s": round(max(busy, 0.0) + seconds, 1),
         }
         log.info(
-            "real %s storm: %d clients connected after %.1f s (%d failed %s), %d Strapi requests%s",
+            "real %s storm: %d clients connected after %.1f s (%d failed %s), /healthz then took %s ms,"
+            " %d Strapi requests%s",
             server.kind,
             connected["ok"],
             seconds,
             connected["failed"],
             connected["errors"] or "",
+            health_ms,
             total,
             f", all synced after {synced} s" if synced is not None else "",
         )
-        if connected["failed"]:  # the rest of the scenario needs every client
-            again = await fleet.connect(
-                CONNECT_CONCURRENCY, timeout_ms=60_000, deadline_s=self.o.connect_deadline
+        if connected["failed"]:
+            # The rest needs every client, on a server not busy with abandoned handshakes.
+            await fleet.disconnect()
+            await restart(server)
+            mark = self.strapi_log.mark()
+            again = await fleet.connect(CONNECT_CONCURRENCY, deadline_s=self.o.connect_deadline)
+            seconds = (again["end"] - again["start"]) / 1000
+            busy = await self.strapi_log.quiesce()
+            requests = await self.strapi_log.since(mark, settle=0)
+            out["paced_connect"] = {
+                "ok": again["ok"],
+                "failed": again["failed"],
+                "errors": again["errors"],
+                "seconds": round(seconds, 1),
+                "per_second": round(again["ok"] / seconds, 1) if seconds > 0 else None,
+                "strapi_requests": dict(requests),
+                "strapi_busy_for_s": round(max(busy, 0.0) + seconds, 1),
+            }
+            log.info(
+                "real %s: restarted, %d clients connected at a steady pace in %.1f s (%d failed)",
+                server.kind,
+                again["ok"],
+                seconds,
+                again["failed"],
             )
-            out["storm"]["reconnected_after"] = {"ok": again["ok"], "failed": again["failed"]}
-            await self.strapi_log.quiesce()
         publications = []
         for index in range(self.o.rounds):
             publications.append(await self.publish(server, fleet, users, index))
             await asyncio.sleep(1.0)
-        ratios = [p["ratio"] for p in publications if p["ratio"] is not None]
+        delivered = [p for p in publications if not p["webhook_lost"]] or publications
+        ratios = [p["ratio"] for p in delivered if p["ratio"] is not None]
         out["publish"] = {
             "rounds": publications,
-            "strapi_answer_ms_median": median([p["strapi_answer_ms"] for p in publications]),
-            "last_client_ms_median": median([p["last_ms"] or 0 for p in publications]),
+            "webhooks_lost": sum(p["webhook_lost"] for p in publications),
+            # medians over the publications whose webhook Strapi delivered
+            "strapi_answer_ms_median": median([p["strapi_answer_ms"] for p in delivered]),
+            "last_client_ms_median": median([p["last_ms"] or 0 for p in delivered]),
             "ratio_median": round(median(ratios), 3) if ratios else None,
-            "missing": sum(p["expected"] - p["count"] for p in publications),
+            "missing": sum(p["expected"] - p["count"] for p in delivered),
             "duplicates": sum(p["dups"] for p in publications),
         }
         if server.kind == "sidecar" and self.o.reads:
@@ -337,6 +363,7 @@ class RealBench:
         }
         await self.strapi_log.quiesce(quiet=0.5)
         mark = self.strapi_log.mark()
+        server_mark = server.log_mark()
         sent = now_ms()
         response = await self.api().post("/api/notifications", json={"data": data})
         answered = now_ms()
@@ -349,6 +376,7 @@ class RealBench:
         requests = await self.strapi_log.since(mark, settle=0)
         requests["POST /api/notifications"] -= 1  # our own publication
         requests += Counter()  # drop zero counts
+        server_log = server.log_since(server_mark)
         answer_ms = answered - sent
         last = max(lat) if lat else None
         result = {
@@ -363,6 +391,9 @@ class RealBench:
             "latency_ms": summary(lat),
             "ratio": round(last / answer_ms, 3) if last is not None else None,
             "server_strapi_requests": dict(requests),
+            # Strapi drops a webhook now and then (see bench/README.md): the sidecar's reconciler
+            # finds the notification later; the Node baseline never hears of it.
+            "webhook_lost": got["count"] == 0 or "without a webhook" in server_log,
         }
         log.info(
             "real %s publication %d: Strapi answered in %.0f ms, last client after %s ms (%d/%d)",
@@ -446,7 +477,7 @@ class RealBench:
             "again_strapi_requests": sum(again_requests.values()),
             "exact": first["acks"] == {"ok alreadyRead=false": 1}
             and again["acks"] == {"ok alreadyRead=true": 1}
-            and state == [[users[0]]],
+            and state == [first["readers"]],
         }
         target = publications[-1]
         count = min(self.o.reads, len(users))

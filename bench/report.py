@@ -203,6 +203,11 @@ def connection_rows(fake: dict[str, Any], storm_size: int) -> list[Row]:
             _get(side, "storm", "synced", "all_synced_s"),
         ),
         Row(
+            f"{storm}: GET /healthz right after (ms; - = no answer in 5 s)",
+            _get(side, "storm", "healthz_ms_after"),
+            _get(node, "storm", "healthz_ms_after"),
+        ),
+        Row(
             f"{storm}: refused or failed",
             _get(side, "storm", "failed"),
             _get(node, "storm", "failed"),
@@ -299,6 +304,11 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
             _get(side, "storm", "all_synced_s"),
         ),
         Row(
+            f"storm {users:,}: GET /healthz right after (ms; - = no answer in 5 s)",
+            _get(side, "storm", "healthz_ms_after"),
+            _get(node, "storm", "healthz_ms_after"),
+        ),
+        Row(
             f"storm {users:,}: refused or failed",
             _get(side, "storm", "failed"),
             _get(node, "storm", "failed"),
@@ -317,6 +327,17 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
             f"storm {users:,}: Strapi busy until (s)",
             _get(side, "storm", "strapi_busy_for_s"),
             _get(node, "storm", "strapi_busy_for_s"),
+        ),
+        Row(
+            f"then {users:,} at a steady pace, after a restart (handshakes/s)",
+            _get(side, "paced_connect", "per_second"),
+            _get(node, "paced_connect", "per_second"),
+        ),
+        Row(
+            f"{pub}: publications whose webhook Strapi lost",
+            _get(side, "publish", "webhooks_lost"),
+            _get(node, "publish", "webhooks_lost"),
+            ratio=False,
         ),
     ]
     reads_ = _get(side, "reads")

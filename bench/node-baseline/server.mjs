@@ -171,6 +171,8 @@ function handle(req, res) {
   });
 }
 
+// Node's default keep-alive timeout (5 s) unless KEEP_ALIVE_TIMEOUT (seconds) says otherwise.
+if (env.KEEP_ALIVE_TIMEOUT) server.keepAliveTimeout = Number(env.KEEP_ALIVE_TIMEOUT) * 1000;
 server.listen(PORT, HOST, () => console.log(`node baseline listening on http://${HOST}:${PORT}`));
 for (const signal of ["SIGTERM", "SIGINT"]) {
   process.on(signal, () => {
