@@ -1,6 +1,8 @@
 """`python -m adapter`: run the sidecar with uvicorn.
 
 Every setting comes from the environment (or `.env`); see the README for the list.
+`--workers N` runs N processes on consecutive ports (adapter/workers.py); `check` tries the
+configuration against the live Strapi and exits (adapter/check.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from pydantic import ValidationError
 
 from adapter import __version__
 from adapter.app import Sidecar, build_sidecar
+from adapter.check import run_check
+from adapter.logs import configure_logging
 from adapter.settings import Settings, describe_validation_error
+from adapter.workers import Supervisor, worker_command
 
 __all__ = ["main"]
 
@@ -28,8 +33,9 @@ DESCRIPTION = """\
 Real-time notification sidecar for Strapi v5.
 
 Serves, on one port: Socket.IO (path /socket.io/), POST /webhooks/strapi for Strapi's webhooks,
-and GET /healthz. Configuration comes from environment variables or a .env file; required:
-STRAPI_API_TOKEN, STRAPI_JWT_SECRET, WEBHOOK_SECRET. See README.md for every setting.
+GET /healthz, GET /readyz and GET /metrics. Configuration comes from environment variables or a
+.env file; required: STRAPI_API_TOKEN, STRAPI_JWT_SECRET, WEBHOOK_SECRET. See README.md for every
+setting. `python -m adapter check` tries the configuration against Strapi and exits.
 """
 
 
@@ -57,8 +63,37 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="listen address (default: SIDECAR_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default: SIDECAR_PORT or 1338)")
     parser.add_argument("--env-file", default=".env", help="dotenv file to read if present (default: .env)")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="run N processes on ports PORT..PORT+N-1 (N > 1 needs REDIS_URL; see README, Scaling out)",
+    )
+    parser.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{check}")
+    check = commands.add_parser(
+        "check",
+        help="try the configuration against the live Strapi (and Redis), print what is wrong, exit",
+        description="Try the configuration against the live Strapi (and Redis); exit 1 if anything fails.",
+    )
+    check.add_argument("--token", help="a user's JWT from Strapi to verify too ('-': read it from stdin)")
+    check.add_argument("--env-file", default=argparse.SUPPRESS, help="dotenv file (default: .env)")
     return parser.parse_args(argv)
+
+
+def _sample_token(given: str | None) -> str | None:
+    """`--token`: the token itself, or `-` to read it from stdin (keeps it out of the shell history)."""
+    if given == "-":
+        return sys.stdin.readline().strip() or None
+    return given or None
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -77,11 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(describe_validation_error(exc), file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Strapi request is noise
+    if args.command == "check":
+        configure_logging(settings)
+        return run_check(settings, sys.stdout, token=_sample_token(args.token))
+    if args.workers > 1:
+        return _supervise(args, settings)
+    configure_logging(settings, worker=args.worker_id)
     sidecar = build_sidecar(settings)
     config = uvicorn.Config(
         sidecar.asgi,
@@ -95,6 +131,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     asyncio.run(_Server(config, sidecar).serve())
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.redis_url.get_secret_value():
+        print(
+            f"--workers {args.workers} needs REDIS_URL: without Redis each process would reach only "
+            "its own sockets. Set REDIS_URL (see README, Scaling out), or run one process.",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.sidecar_port == 0:
+        print("--workers needs a fixed port (workers listen on PORT..PORT+N-1), not 0", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    host, port = settings.sidecar_host, settings.sidecar_port
+    logger.info("running %d workers on %s, ports %d to %d", args.workers, host, port, port + args.workers - 1)
+    commands = [worker_command(index, host, port, args.env_file) for index in range(args.workers)]
+    return Supervisor(commands).run()
 
 
 if __name__ == "__main__":

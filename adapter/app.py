@@ -20,10 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapter.auth import Authenticator, UserDirectory, short_secret_warning
+from adapter.health import Readiness
 from adapter.inbox import Inbox
 from adapter.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapter.notifications import KnownIds
 from adapter.receipts import ReadReceipts
+from adapter.scaleout import build_cluster
 from adapter.settings import Settings
 from adapter.sockets import SocketGateway, create_socket_server
 from adapter.strapi import StrapiClient, build_http_client
@@ -68,16 +70,30 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
         transport=transport,
     )
     metrics = Metrics()
+    cluster = build_cluster(settings, metrics)  # one process, or several over Redis
     strapi = StrapiClient(http, metrics.observe_strapi)
     known_ids = KnownIds(settings.emitted_ledger_size)
     users = UserDirectory(strapi, settings.user_cache_ttl)
     authenticator = Authenticator(settings.strapi_jwt_secret.get_secret_value(), users)
-    receipts = ReadReceipts(strapi, settings, known_ids)
+    receipts = ReadReceipts(strapi, settings, known_ids, lock=cluster.read_locks)
     inbox = Inbox(strapi, settings, known_ids)
-    sio = create_socket_server(settings)
+    sio = create_socket_server(settings, client_manager=cluster.manager)
     gateway = SocketGateway(sio, settings, authenticator, receipts, inbox, metrics)
-    lifecycle = NotificationLifecycle(strapi, settings, gateway, known_ids, receipts.readers)
-    dispatcher = WebhookDispatcher(settings, lifecycle, users, on_change=receipts.invalidate)
+    if cluster.manager is not None:
+        cluster.manager.on_remote_emit = gateway.emitted_elsewhere
+    lifecycle = NotificationLifecycle(
+        strapi,
+        settings,
+        gateway,
+        known_ids,
+        receipts.readers,
+        told=cluster.told,
+        seen=cluster.seen,
+        announced=cluster.announced,
+    )
+    dispatcher = WebhookDispatcher(
+        settings, lifecycle, users, on_change=receipts.invalidate, locks=cluster.work_locks
+    )
     reconciler = Reconciler(strapi, settings, lifecycle, dispatcher)
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -85,7 +101,7 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with http:
+        async with http, cluster:
             logger.info("sidecar ready; Strapi at %s", settings.strapi_url)
             if warning := short_secret_warning(settings.strapi_jwt_secret.get_secret_value()):
                 logger.warning(warning)
@@ -102,6 +118,7 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
 
     routes = [
         Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", Readiness(strapi, cluster).endpoint, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/webhooks/strapi", WebhookReceiver(settings, dispatcher, metrics).handle, methods=["POST"]),
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -59,9 +60,16 @@ def verify_token(token: str, secret: str, *, leeway: float = 0) -> Identity:
             )
     except jwt.ExpiredSignatureError as exc:
         raise ExpiredToken() from exc
-    except jwt.InvalidTokenError as exc:
+    except (jwt.InvalidTokenError, UnicodeError) as exc:  # UnicodeError: a lone surrogate in it
         raise InvalidToken() from exc
-    return Identity(user_id=_user_id_from(claims), expires_at=float(claims["exp"]))
+    user_id = _user_id_from(claims)
+    try:
+        expires_at = float(claims["exp"])  # PyJWT takes any `exp` int() takes: 10**400, "9" * 400
+    except OverflowError as exc:
+        raise InvalidToken() from exc
+    if not math.isfinite(expires_at):
+        raise InvalidToken()
+    return Identity(user_id=user_id, expires_at=expires_at)
 
 
 def _user_id_from(claims: dict[str, Any]) -> int:

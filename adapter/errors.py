@@ -4,6 +4,7 @@ SidecarError
 ├── StrapiError                  Strapi answered with an error, or could not be reached
 │   ├── StrapiUnavailable        network failure, timeout or 5xx: worth retrying
 │   └── StrapiNotFound           404
+├── SharedStateUnavailable       Redis (REDIS_URL) could not be reached: worth retrying
 ├── AuthError                    a socket handshake is refused; `code` is stable
 │   ├── MissingToken
 │   ├── InvalidToken
@@ -30,6 +31,7 @@ __all__ = [
     "MissingToken",
     "NotificationNotFound",
     "ReadError",
+    "SharedStateUnavailable",
     "SidecarError",
     "StrapiError",
     "StrapiNotFound",
@@ -66,6 +68,10 @@ class StrapiUnavailable(StrapiError):
 
 class StrapiNotFound(StrapiError):
     """Strapi answered 404."""
+
+
+class SharedStateUnavailable(SidecarError):
+    """The Redis that processes share state through could not be reached, or timed out."""
 
 
 class AuthError(SidecarError):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
-__all__ = ["KeyedLock"]
+__all__ = ["KeyedLock", "LockFactory"]
+
+# `async with locks(key):` - a KeyedLock, or one shared between processes (adapter/shared.py).
+LockFactory = Callable[[str], AbstractAsyncContextManager[Any]]
 
 
 class KeyedLock:

@@ -11,6 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 STRAPI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
@@ -47,10 +48,55 @@ class Metrics:
         self.reads = Counter(
             "sidecar_reads_total", "notification:read requests by outcome", ["outcome"], registry=r
         )
+        # Scale-out (REDIS_URL): the pub/sub self-check, Redis failures, and duplicate deliveries.
+        self.pubsub_healthy = Gauge(
+            "sidecar_pubsub_healthy",
+            "1 while events published through Redis come back to this process (always 1 without Redis)",
+            registry=r,
+        )
+        self.pubsub_probes = Counter(
+            "sidecar_pubsub_probes_total",
+            "Pub/sub self-checks by outcome: ok, no_echo (Redis answers, the listener does not), redis_down",
+            ["outcome"],
+            registry=r,
+        )
+        self.pubsub_probe_seconds = Histogram(
+            "sidecar_pubsub_probe_seconds",
+            "Round trip of a self-check message through Redis pub/sub",
+            buckets=PROBE_BUCKETS,
+            registry=r,
+        )
+        self.pubsub_recoveries = Counter(
+            "sidecar_pubsub_recoveries_total",
+            "Times the pub/sub listener was restarted, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "sidecar_redis_errors_total",
+            "Redis operations that failed, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.dedupe_hits = Counter(
+            "sidecar_webhook_dedupe_hits_total",
+            "Announcements that held back users told already (duplicate or repeated webhook deliveries)",
+            registry=r,
+        )
+        self.dedupe_users = Counter(
+            "sidecar_webhook_dedupe_users_total",
+            "Users not told again about a notification they had been told of",
+            registry=r,
+        )
 
     def observe_strapi(self, method: str, status: int | None, seconds: float) -> None:
         self.strapi_requests.labels(method, str(status) if status is not None else "error").inc()
         self.strapi_seconds.labels(method).observe(seconds)
+
+    def observe_dedupe(self, held_back: int) -> None:
+        if held_back > 0:
+            self.dedupe_hits.inc()
+            self.dedupe_users.inc(held_back)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,7 +18,13 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 class Settings(BaseSettings):
     """Every knob of the sidecar. Field names are the environment variable names, upper-cased."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # an invalid REDIS_URL may hold a password
+    )
 
     # Where Strapi is and how to talk to it.
     strapi_url: str = Field("http://127.0.0.1:1337", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")

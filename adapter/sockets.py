@@ -38,10 +38,14 @@ RECOUNT_CONCURRENCY = 8
 Ack = dict[str, Any]
 
 
-def create_socket_server(settings: Settings) -> socketio.AsyncServer:
+def create_socket_server(
+    settings: Settings, client_manager: socketio.AsyncManager | None = None
+) -> socketio.AsyncServer:
+    """`client_manager`: python-socketio's in-memory one by default; a Redis one to scale out."""
     origins: str | list[str] = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
     return socketio.AsyncServer(
         async_mode="asgi",
+        client_manager=client_manager,
         cors_allowed_origins=origins,
         max_http_buffer_size=settings.max_payload_bytes,
         logger=False,
@@ -135,7 +139,7 @@ class SocketGateway:
 
     # -- client events ---------------------------------------------------------------------
 
-    async def on_read(self, sid: str, data: object = None) -> Ack:
+    async def on_read(self, sid: str, data: object = None, *extra: object) -> Ack:
         """`notification:read`; the return value is the acknowledgement, when one was asked for."""
 
         async def read(user_id: int) -> Ack:
@@ -144,12 +148,14 @@ class SocketGateway:
                 await self._echo_read(user_id, [result.document_id], skip_sid=sid)
             return result.ack()
 
-        return await self._answer(sid, "read", read)
+        return await self._answer(sid, "read", read, extra)
 
-    async def on_read_all(self, sid: str, data: object = None) -> Ack:
+    async def on_read_all(self, sid: str, data: object = None, *extra: object) -> Ack:
         """Mark every unread notification of the user read; ack `{ok, marked}`."""
 
         async def read_all(user_id: int) -> Ack:
+            if data is not None and not isinstance(data, dict):
+                raise InvalidPayload("expected nothing or an object")
             marked: list[str] = []
             try:
                 async for batch in self._inbox.unread_batches(user_id):
@@ -161,9 +167,9 @@ class SocketGateway:
                     await self._echo_read(user_id, marked, skip_sid=sid)
             return {"ok": True, "marked": len(marked)}
 
-        return await self._answer(sid, "read_all", read_all)
+        return await self._answer(sid, "read_all", read_all, extra)
 
-    async def on_sync(self, sid: str, data: object = None) -> Ack:
+    async def on_sync(self, sid: str, data: object = None, *extra: object) -> Ack:
         """Ask for (more of) the inbox: `{cursor?, limit?}` -> `{ok, items, unread, hasMore, cursor}`."""
 
         async def sync(user_id: int) -> Ack:
@@ -175,9 +181,9 @@ class SocketGateway:
             self._unread[user_id] = page.unread
             return {"ok": True, **self._page_body(page)}
 
-        return await self._answer(sid, "sync", sync)
+        return await self._answer(sid, "sync", sync, extra)
 
-    async def on_refresh(self, sid: str, data: object = None) -> Ack:
+    async def on_refresh(self, sid: str, data: object = None, *extra: object) -> Ack:
         """`auth:refresh` `{token}`: a fresh access token for the same user keeps the socket open."""
 
         async def refresh(user_id: int) -> Ack:
@@ -191,7 +197,7 @@ class SocketGateway:
             self._expire_at(sid, identity.expires_at)
             return {"ok": True, "expiresAt": int(identity.expires_at)}
 
-        return await self._answer(sid, "refresh", refresh)
+        return await self._answer(sid, "refresh", refresh, extra)
 
     # -- server-side events ----------------------------------------------------------------
 
@@ -199,14 +205,19 @@ class SocketGateway:
         """Emit the notification event to each user's room, in one call. Returns the room count."""
         users = sorted(user_ids)
         await self._emit(self._settings.event_notification, payload, users)
-        bumped: dict[int, list[int]] = defaultdict(list)
-        for user_id in users:
-            if user_id in self._unread:
-                self._unread[user_id] += 1
-                bumped[self._unread[user_id]].append(user_id)
-        for count, group in bumped.items():
-            await self._emit(self._settings.event_unread, {"unread": count}, group)
+        await self._bump_unread(users)
         return len(users)
+
+    def emitted_elsewhere(self, event: str, rooms: object) -> None:
+        """Another process emitted `event` to `rooms` (REDIS_URL): its sockets here got it too;
+        keep their unread counts right, as that process does for its own."""
+        s = self._settings
+        named = _users_of_rooms(rooms, s.room_prefix)
+        users = list(self._sockets) if named is None else named
+        if event == s.event_notification:
+            self._spawn(self._bump_unread(users))
+        elif event in (s.event_removed, s.event_read_echo, s.event_read_all):
+            self._spawn(self.recount(users))
 
     async def removed(self, document_id: str, user_ids: Iterable[int] | None) -> None:
         """A notification was deleted or unpublished: tell its audience (everyone if unknown)."""
@@ -238,7 +249,7 @@ class SocketGateway:
                     return
             if user_id in self._sockets:
                 self._unread[user_id] = count
-                await self._emit(self._settings.event_unread, {"unread": count}, [user_id])
+                await self._emit(self._settings.event_unread, {"unread": count}, [user_id], local=True)
 
         await asyncio.gather(*(one(user_id) for user_id in connected))
 
@@ -289,21 +300,42 @@ class SocketGateway:
             self._metrics.emits.labels(event).inc()
         await self.recount(users)
 
-    async def _emit(self, event: str, payload: dict[str, Any], user_ids: list[int]) -> None:
+    async def _bump_unread(self, users: list[int]) -> None:
+        """A new notification for `users`: one more unread, for those connected here."""
+        bumped: dict[int, list[int]] = defaultdict(list)
+        for user_id in users:
+            if user_id in self._unread:
+                self._unread[user_id] += 1
+                bumped[self._unread[user_id]].append(user_id)
+        for count, group in bumped.items():
+            await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+
+    async def _emit(
+        self, event: str, payload: dict[str, Any], user_ids: list[int], *, local: bool = False
+    ) -> None:
+        """`local`: to this process's sockets only (each process counts unread for its own)."""
         if not user_ids:
             return
         rooms = [self._settings.room_for(user_id) for user_id in user_ids]
-        await self._sio.emit(event, payload, to=rooms)
+        await self._sio.emit(event, payload, to=rooms, ignore_queue=local)
         self._metrics.emits.labels(event).inc()
         self._metrics.deliveries.labels(event).inc(len(rooms))
 
-    async def _answer(self, sid: str, name: str, handler: Callable[[int], Awaitable[Ack]]) -> Ack:
-        """Run a client request; every failure becomes an error ack, never an exception."""
+    async def _answer(
+        self, sid: str, name: str, handler: Callable[[int], Awaitable[Ack]], extra: tuple[object, ...] = ()
+    ) -> Ack:
+        """Run a client request; every failure becomes an error ack, never an exception.
+
+        `extra`: arguments after the payload (python-socketio passes each as one more argument:
+        without a place for them the handler would fail before it could answer).
+        """
         try:
             user_id = await self._user_of(sid)
             if not (self._socket_rate.allow(sid) and self._user_rate.allow(user_id)):
                 self._metrics.reads.labels(f"{name}:rate_limited").inc()
                 return {"ok": False, "error": {"code": "rate_limited", "message": "too many requests"}}
+            if extra:
+                raise InvalidPayload("expected one argument")
             ack = await handler(user_id)
         except ReadError as exc:
             self._metrics.reads.labels(f"{name}:{exc.code}").inc()
@@ -372,6 +404,15 @@ def _token_from(auth: object, environ: dict[str, Any]) -> str | None:
     if isinstance(header, str) and header[:7].lower() == "bearer ":
         return header[7:].strip() or None
     return None
+
+
+def _users_of_rooms(rooms: object, prefix: str) -> list[int] | None:
+    """The user ids of `user-<id>` rooms; None when the emit had no room (every socket)."""
+    if rooms is None:
+        return None
+    names = [rooms] if isinstance(rooms, str) else rooms if isinstance(rooms, list) else []
+    ids = [name[len(prefix) :] for name in names if isinstance(name, str) and name.startswith(prefix)]
+    return [int(value) for value in ids if value.isdecimal()]
 
 
 def _query_value(environ: dict[str, Any], name: str) -> str | None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.auth import UserDirectory
-from adapter.errors import StrapiError, StrapiUnavailable
-from adapter.locks import KeyedLock
+from adapter.errors import SharedStateUnavailable, StrapiError, StrapiUnavailable
+from adapter.locks import KeyedLock, LockFactory
 from adapter.settings import Settings
 from webhooks.lifecycle import NotificationLifecycle
 from webhooks.models import WebhookPayload
@@ -57,6 +57,7 @@ class WebhookDispatcher:
         *,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         on_change: Callable[[str], None] | None = None,
+        locks: LockFactory | None = None,
     ):
         self._on_change = on_change
         self._settings = settings
@@ -64,7 +65,7 @@ class WebhookDispatcher:
         self._users = users
         self._retry_delays = tuple(retry_delays)
         self._queued: dict[str, Pending] = {}
-        self._locks = KeyedLock()
+        self._locks: LockFactory = locks if locks is not None else KeyedLock()  # across processes with Redis
         self._tasks: set[asyncio.Task[None]] = set()
 
     def dispatch(self, payload: WebhookPayload) -> str:
@@ -172,6 +173,10 @@ class WebhookDispatcher:
             except StrapiUnavailable as exc:
                 logger.warning(
                     "notification %s: Strapi unavailable (try %d): %s", document_id, attempt + 1, exc
+                )
+            except SharedStateUnavailable as exc:
+                logger.warning(
+                    "notification %s: Redis unavailable (try %d): %s", document_id, attempt + 1, exc
                 )
             except StrapiError as exc:
                 logger.error("notification %s: Strapi refused: %s", document_id, exc)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from adapter.notifications import KnownIds, Ledger, audience_ids, wire_payload
 from adapter.settings import Settings
+from adapter.shared import MemoryLedger, SharedLedger
 from adapter.strapi import Document, StrapiClient
 
 __all__ = ["NotificationLifecycle", "Notifier", "SelectionFix", "decide_selection"]
@@ -78,13 +79,20 @@ class NotificationLifecycle:
         notifier: Notifier,
         known_ids: KnownIds,
         readers: Ledger | None = None,
+        *,
+        told: SharedLedger | None = None,
+        seen: SharedLedger | None = None,
+        announced: SharedLedger | None = None,
     ):
         self._strapi = strapi
         self._settings = settings
         self._notifier = notifier
         self._known_ids = known_ids
-        self._seen = Ledger(settings.emitted_ledger_size)  # last selection seen, per documentId
-        self._told = Ledger(settings.emitted_ledger_size)  # users already notified, per documentId
+        # In this process by default; shared by every process through Redis when scaled out.
+        size = settings.emitted_ledger_size
+        self._seen = seen if seen is not None else MemoryLedger(size)  # last selection seen
+        self._told = told if told is not None else MemoryLedger(size)  # users already notified
+        self._announced = announced if announced is not None else MemoryLedger(size)  # published ids
         self._readers = readers if readers is not None else Ledger(settings.emitted_ledger_size)
         self._versions: OrderedDict[str, str] = OrderedDict()  # documentId -> updatedAt processed
 
@@ -94,7 +102,7 @@ class NotificationLifecycle:
 
     def forget(self, document_id: str) -> None:
         """A draft row was deleted: drop the remembered selection."""
-        self._seen.discard(document_id)
+        self._seen.forget(document_id)
 
     async def removed(self, document_id: str) -> None:
         """The published notification was deleted or unpublished: tell who was told of it.
@@ -102,9 +110,8 @@ class NotificationLifecycle:
         When nobody here remembers who that was (a restart), every socket is told: a
         documentId a client does not know is simply ignored.
         """
-        told = self._told.get(document_id)
-        self._told.discard(document_id)
-        self._seen.discard(document_id)
+        told = await self._told.pop(document_id)
+        self._seen.forget(document_id)
         await self._notifier.removed(document_id, told)
 
     async def reads_recorded(self, document_id: str, user_ids: set[int]) -> None:
@@ -156,21 +163,23 @@ class NotificationLifecycle:
     ) -> bool:
         field = self._settings.audience_field
         selected = audience_ids(basis, field)
-        fix = decide_selection(bool(basis.get("allUsers")), selected, self._seen.get(document_id), total)
+        fix = decide_selection(
+            bool(basis.get("allUsers")), selected, await self._seen.get(document_id), total
+        )
         if fix is None:
-            self._seen.put(document_id, selected)
+            await self._seen.put(document_id, selected)
             return False
         if fix.connect_missing:
             missing = set(await self._strapi.all_user_ids()) - selected
             publish = published is not None and _same_content(basis, published)
             await self._connect(document_id, sorted(missing), publish=publish)
-            self._seen.put(document_id, selected | missing)
+            await self._seen.put(document_id, selected | missing)
             logger.info("notification %s: selected %d more users (all users)", document_id, len(missing))
         else:
             publish = published is not None and _same_content(basis, published, field)
             data = {"allUsers": fix.all_users}
             await self._write(document_id, data, publish=publish)
-            self._seen.put(document_id, selected)
+            await self._seen.put(document_id, selected)
             logger.info("notification %s: allUsers set to %s", document_id, fix.all_users)
         return True
 
@@ -219,14 +228,22 @@ class NotificationLifecycle:
             audience = set(await self._strapi.all_user_ids())
         else:
             audience = audience_ids(published, self._settings.audience_field)
-        told = self._told.get(document_id) or set()
-        fresh = audience if self._settings.renotify_on_republish else audience - told
-        if isinstance(published.get("id"), int):
-            self._known_ids.remember(published["id"], document_id)
+        # A republish gives the published row a new id; a duplicate delivery, the reconciler or
+        # the webhook of the sidecar's own publish bring back the row already announced.
+        published_id = published.get("id")
+        republished = isinstance(published_id, int) and bool(
+            await self._announced.claim(document_id, {published_id})
+        )
+        if isinstance(published_id, int):
+            self._known_ids.remember(published_id, document_id)
+        if self._settings.renotify_on_republish and republished:
+            fresh = audience
+            await self._told.put(document_id, (await self._told.get(document_id) or set()) | audience)
+        else:  # claimed in one step: a delivery handled by another process at once tells nobody twice
+            fresh = await self._told.claim(document_id, audience)
         if not fresh:
             return
         rooms = await self._notifier.notify(fresh, wire_payload(published))
-        self._told.put(document_id, told | fresh)
         logger.info("notification %s announced to %d users", document_id, rooms)
 
 

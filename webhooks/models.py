@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["EntryRef", "WebhookPayload"]
 
 EVENT_PATTERN = r"^[a-z][a-z-]*\.[a-z][a-z-]*$"
+# Strapi's documentIds are 24 lowercase letters and digits; what the sidecar puts in a Strapi
+# URL path must not be able to leave it ("../users/5", "?status=draft", "%2e%2e").
+DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class EntryRef(BaseModel):
@@ -22,7 +25,7 @@ class EntryRef(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: int | None = None
-    document_id: str = Field(alias="documentId", min_length=1, max_length=64)
+    document_id: str = Field(alias="documentId", min_length=1, max_length=64, pattern=DOCUMENT_ID_PATTERN)
     published_at: str | None = Field(None, alias="publishedAt")
 
 

@@ -79,7 +79,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 def _parse(body: bytes) -> tuple[WebhookPayload | None, str]:
     try:
         raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8 or JSON, an int over 4300 digits, too deep
         return None, "body is not JSON"
     if not isinstance(raw, dict):
         return None, "body is not a JSON object"

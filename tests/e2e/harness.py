@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tests.redis_server import RedisServer as RedisServer  # for the e2e tests, with the rest
+
 ROOT = Path(__file__).resolve().parents[2]
 JS_DIR = Path(__file__).resolve().parent / "js"
 ARTIFACTS = ROOT / "artifacts"
@@ -190,7 +192,9 @@ class Stack:
     NOTIFICATIONS = "/api/notifications"
     READS = "/api/read-notifications"
 
-    def __init__(self, jwt_mode: str = "legacy", name: str = "legacy"):
+    def __init__(
+        self, jwt_mode: str = "legacy", name: str = "legacy", sidecar_env: dict[str, str] | None = None
+    ):
         self.name = name
         self.jwt_mode = jwt_mode
         self.api_token = secrets.token_hex(32)
@@ -208,6 +212,7 @@ class Stack:
                 # A lost webhook is found within seconds, and a restart looks back two minutes.
                 "RECONCILE_INTERVAL": "2",
                 "RECONCILE_LOOKBACK": "120",
+                **(sidecar_env or {}),
             },
             ARTIFACTS / f"sidecar-{name}.log",
         )
@@ -231,6 +236,14 @@ class Stack:
             base_url=self.strapi.url, headers={"Authorization": f"Bearer {self.api_token}"}, timeout=30
         )
         return self
+
+    def extra_sidecar(self, name: str, env: dict[str, str] | None = None) -> SidecarProcess:
+        """Another sidecar process wired to this Strapi like the first one (not started; the
+        caller starts and stops it). Strapi's webhook still goes to the first one only."""
+        base = {**self.sidecar._env, "STRAPI_URL": self.strapi.url}
+        return SidecarProcess(
+            free_port(), {**base, **(env or {})}, ARTIFACTS / f"sidecar-{self.name}-{name}.log"
+        )
 
     def close(self) -> None:
         if self.http is not None:
