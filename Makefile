@@ -36,6 +36,7 @@ e2e-deps:
 	bash $(JSDIR)/install.sh
 	bash demo/install.sh
 	@command -v chromium >/dev/null || (set -x; apt-get update && apt-get install -y chromium)
+	@command -v redis-server >/dev/null || (set -x; apt-get update && apt-get install -y redis-server)
 
 test-unit: install
 	$(BIN)/pytest tests/unit
