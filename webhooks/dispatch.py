@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_RETRY_DELAYS", "Pending", "WebhookDispatcher"]
 
 logger = logging.getLogger(__name__)
 
+SYNC_CONCURRENCY = 8
 DEFAULT_RETRY_DELAYS = (0.5, 2.0, 5.0, 10.0)
 PUBLISH_EVENT = "entry.publish"
 DELETE_EVENT = "entry.delete"
@@ -67,6 +68,9 @@ class WebhookDispatcher:
         self._queued: dict[str, Pending] = {}
         self._locks: LockFactory = locks if locks is not None else KeyedLock()  # across processes with Redis
         self._tasks: set[asyncio.Task[None]] = set()
+        # Notifications processed at once: a burst of webhooks (a bulk import, a read-all's
+        # READNOTIFICATIONs) must queue here rather than time out against Strapi.
+        self._gate = asyncio.Semaphore(SYNC_CONCURRENCY)
 
     def dispatch(self, payload: WebhookPayload) -> str:
         """Start what the delivery calls for; return what was done, for the response and logs."""
@@ -168,7 +172,8 @@ class WebhookDispatcher:
             if delay:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
             try:
-                await self._lifecycle.sync(document_id, announce=announce)
+                async with self._gate:
+                    await self._lifecycle.sync(document_id, announce=announce)
                 return
             except StrapiUnavailable as exc:
                 logger.warning(
