@@ -106,8 +106,9 @@ function connectOne(client, timeoutMs) {
       settle({ ok: false, code: error?.data?.code || error?.message || "error", at: now() });
     });
     socket.on("disconnect", (reason) => {
+      const wasConnected = client.connected;
       client.connected = false;
-      if (!client.closing) dropped[reason] = (dropped[reason] || 0) + 1;
+      if (wasConnected && !client.closing) dropped[reason] = (dropped[reason] || 0) + 1;
       // Dropped before the server answered the handshake (e.g. no pings: the server is stuck).
       if (!settled) {
         socket.close();

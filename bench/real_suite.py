@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.fake_suite import STORM_TIMEOUT_MS, guarded, health_probe, restart
+from bench.fake_suite import STORM_TIMEOUT_MS, guarded, health_probe, responsive, restart
 from bench.procs import (
     CONNECT_CONCURRENCY,
     LOGS,
@@ -88,13 +88,16 @@ class StrapiLog:
     def mark(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    async def quiesce(self, quiet: float = 1.0, within: float = 300.0) -> float:
-        """Wait until Strapi logs nothing new for `quiet` s; return how long that took."""
+    async def quiesce(
+        self, quiet: float = 1.0, within: float = 300.0, server: ServerUnderTest | None = None
+    ) -> float:
+        """Wait until Strapi logs nothing new for `quiet` s (and `server` answers /healthz
+        promptly: a stalled server is not done); return how long that took."""
         started = time.monotonic()
         size = -1
         while time.monotonic() - started < within:
             now = self.mark()
-            if now == size:
+            if now == size and (server is None or await responsive(server)):
                 return time.monotonic() - started - quiet
             size = now
             await asyncio.sleep(quiet)
@@ -267,6 +270,7 @@ class RealBench:
     async def run_server(
         self, server: ServerUnderTest, fleet: Fleet, users: list[int], out: dict[str, Any]
     ) -> None:
+        before = await fleet.status()  # the fleet outlives servers: count this server's drops only
         # Every client at once against a fresh server (a deploy): the connect storm, for real.
         mark = self.strapi_log.mark()
         connected = await fleet.connect(concurrency=0, timeout_ms=STORM_TIMEOUT_MS)
@@ -277,7 +281,7 @@ class RealBench:
             got = await fleet.await_event(SYNC_EVENT, timeout_ms=STORM_TIMEOUT_MS)
             if got["times"]:
                 synced = round((max(got["times"]) - connected["sent"]) / 1000, 2)
-        busy = await self.strapi_log.quiesce()  # catch-ups after the connects
+        busy = await self.strapi_log.quiesce(server=server)  # catch-ups after the connects
         requests = await self.strapi_log.since(mark, settle=0)
         total = sum(requests.values())
         out["storm"] = {
@@ -314,7 +318,7 @@ class RealBench:
             mark = self.strapi_log.mark()
             again = await fleet.connect(CONNECT_CONCURRENCY, deadline_s=self.o.connect_deadline)
             seconds = (again["end"] - again["start"]) / 1000
-            busy = await self.strapi_log.quiesce()
+            busy = await self.strapi_log.quiesce(server=server)
             requests = await self.strapi_log.since(mark, settle=0)
             out["paced_connect"] = {
                 "ok": again["ok"],
@@ -349,8 +353,14 @@ class RealBench:
             "duplicates": sum(p["dups"] for p in publications),
         }
         if server.kind == "sidecar" and self.o.reads:
-            out["reads"] = await self.read_storm(fleet, publications, users)
-        out["clients"] = await fleet.status()
+            out["reads"] = await self.read_storm(server, fleet, publications)
+        after = await fleet.status()
+        dropped = {
+            reason: count - before["dropped"].get(reason, 0)
+            for reason, count in after["dropped"].items()
+            if count > before["dropped"].get(reason, 0)
+        }
+        out["clients"] = {"connected": after["connected"], "dropped": dropped}
 
     async def publish(
         self, server: ServerUnderTest, fleet: Fleet, users: list[int], index: int
@@ -361,7 +371,7 @@ class RealBench:
             "date": "2026-01-01",
             "notification_users": users,
         }
-        await self.strapi_log.quiesce(quiet=0.5)
+        await self.strapi_log.quiesce(quiet=0.5, server=server)
         mark = self.strapi_log.mark()
         server_mark = server.log_mark()
         sent = now_ms()
@@ -372,7 +382,7 @@ class RealBench:
         document_id = str(created["documentId"])
         got = await fleet.await_key(document_id, timeout_ms=60_000)
         lat = [t - sent for t in got["times"]]
-        await self.strapi_log.quiesce(quiet=0.5)
+        await self.strapi_log.quiesce(quiet=0.5, server=server)
         requests = await self.strapi_log.since(mark, settle=0)
         requests["POST /api/notifications"] -= 1  # our own publication
         requests += Counter()  # drop zero counts
@@ -454,18 +464,18 @@ class RealBench:
         return [sorted(int(u["id"]) for u in r["users_permissions_users"]) for r in response.json()["data"]]
 
     async def read_storm(
-        self, fleet: Fleet, publications: list[dict[str, Any]], users: list[int]
+        self, server: ServerUnderTest, fleet: Fleet, publications: list[dict[str, Any]]
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         single_target = publications[0]
-        await self.strapi_log.quiesce(quiet=0.5)
+        await self.strapi_log.quiesce(quiet=0.5, server=server)
         mark = self.strapi_log.mark()
         first = await self.read(fleet, str(single_target["published_id"]), 1)
-        await self.strapi_log.quiesce(quiet=0.5)
+        await self.strapi_log.quiesce(quiet=0.5, server=server)
         first_requests = await self.strapi_log.since(mark, settle=0)
         mark = self.strapi_log.mark()
         again = await self.read(fleet, str(single_target["published_id"]), 1)
-        await self.strapi_log.quiesce(quiet=0.5)
+        await self.strapi_log.quiesce(quiet=0.5, server=server)
         again_requests = await self.strapi_log.since(mark, settle=0)
         state = await self.readers_of(single_target["document_id"])
         out["single"] = {
@@ -480,10 +490,10 @@ class RealBench:
             and state == [first["readers"]],
         }
         target = publications[-1]
-        count = min(self.o.reads, len(users))
+        count = min(self.o.reads, fleet.size)
         mark = self.strapi_log.mark()
         burst = await self.read(fleet, str(target["published_id"]), count)
-        busy = await self.strapi_log.quiesce(quiet=1.0)
+        busy = await self.strapi_log.quiesce(quiet=2.0, server=server)
         requests = await self.strapi_log.since(mark, settle=0)
         state = await self.readers_of(target["document_id"])
         total = sum(requests.values())

@@ -157,7 +157,25 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 ratio=False,
             ),
         ]
+    if sizes:
+        rows.append(
+            Row(
+                "fan-out: clients dropped by the server meanwhile",
+                _dropped(_get(side, "sizes", str(biggest), "clients")),
+                _dropped(_get(node, "sizes", str(biggest), "clients")),
+                "0",
+                _at_most(0),
+                ratio=False,
+            )
+        )
     return rows
+
+
+def _dropped(status: Any) -> int | None:
+    """Clients the server dropped (ping timeouts, say) while they should have stayed connected."""
+    if not isinstance(status, dict):
+        return None
+    return sum((status.get("dropped") or {}).values())
 
 
 def _complete(result: Any) -> bool | None:
@@ -261,6 +279,13 @@ def read_rows(fake: dict[str, Any], reads: int) -> list[Row]:
             None,
             "yes",
             _is_true,
+        ),
+        Row(
+            f"read storm {readers:,}: clients dropped by the server meanwhile",
+            _dropped(_get(reads_, "clients_after")),
+            None,
+            "0",
+            _at_most(0),
         ),
     ]
 
@@ -370,6 +395,14 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
                 None,
                 "yes",
                 _is_true,
+            ),
+            Row(
+                "real Strapi: clients dropped by the sidecar during the run",
+                _dropped(_get(side, "clients")),
+                _dropped(_get(node, "clients")),
+                "0",
+                _at_most(0),
+                ratio=False,
             ),
         ]
     return rows
