@@ -51,6 +51,12 @@ def strapi_requests(stack: Stack) -> int:
 
 @pytest.fixture
 def reader(stack: Stack, unique: str) -> tuple[int, str]:
+    # All-users notifications left by earlier tests are in every new user's inbox: start clean.
+    leftovers = stack.api().get(
+        Stack.NOTIFICATIONS, params={"filters[allUsers][$eq]": "true", "fields[0]": "documentId"}
+    )
+    for item in leftovers.json()["data"]:
+        stack.api().delete(f"{Stack.NOTIFICATIONS}/{item['documentId']}")
     name = f"{unique}inbox"
     user_id = stack.create_user(name)
     return user_id, stack.login(name)["jwt"]
