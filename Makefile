@@ -23,13 +23,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 check: install
-	$(BIN)/ruff format --check adapter webhooks tests demo bench strapi-fixtures/launcher.py
-	$(BIN)/ruff check adapter webhooks tests demo bench strapi-fixtures/launcher.py
+	$(BIN)/ruff format --check adapter webhooks tests demo strapi-fixtures/launcher.py
+	$(BIN)/ruff check adapter webhooks tests demo strapi-fixtures/launcher.py
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format adapter webhooks tests demo bench strapi-fixtures/launcher.py
-	$(BIN)/ruff check --fix adapter webhooks tests demo bench strapi-fixtures/launcher.py
+	$(BIN)/ruff format adapter webhooks tests demo strapi-fixtures/launcher.py
+	$(BIN)/ruff check --fix adapter webhooks tests demo strapi-fixtures/launcher.py
 
 e2e-deps:
 	bash strapi-fixtures/install.sh
