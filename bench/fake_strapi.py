@@ -22,6 +22,7 @@ Benchmark control (not counted, no token):
     GET  /__reads?notification=<documentId>        its READNOTIFICATIONs, every user id kept
     GET  /__stats                                  requests per route since the last reset
     POST /__reset                                  zero the counters
+    POST /__clear                                  forget every notification and READNOTIFICATION
 
 Every user exists and is not blocked. Requests are counted by method and route template
 (`GET /api/users/:id`), so a benchmark can tell exactly what a scenario cost.
@@ -296,6 +297,7 @@ class FakeStrapi:
             Route("/__reads", self.dump_reads, methods=["GET"]),
             Route("/__stats", self.stats, methods=["GET"]),
             Route("/__reset", self.reset, methods=["POST"]),
+            Route("/__clear", self.clear, methods=["POST"]),
         ]
 
     # -- views ---------------------------------------------------------------------------------
@@ -522,6 +524,12 @@ class FakeStrapi:
 
     async def reset(self, request: Request) -> Response:
         self.counts.clear()
+        return JSONResponse({"ok": True})
+
+    async def clear(self, request: Request) -> Response:
+        self.notifications.clear()
+        self.reads.clear()
+        self._encoded.clear()
         return JSONResponse({"ok": True})
 
 

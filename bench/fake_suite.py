@@ -334,6 +334,9 @@ class FakeBench:
 
     async def storm(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
         """A deploy: a fresh server process (cold user cache), every client connecting at once."""
+        # Without the fan-out's notifications (up to 10k users each): the sidecar's start-up
+        # reconciler would otherwise re-read them all during the storm.
+        (await self.http.post(f"{self.fake_url}/__clear")).raise_for_status()
         await restart(server)
         size = self.o.storm_size
         fleet = await Fleet.start(server.url, list(range(1, size + 1)), self.tokens, min(1000, size))
@@ -390,6 +393,7 @@ class FakeBench:
 
     async def reads(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
         """K readers, connected at a steady pace to a fresh server, read one notification at once."""
+        (await self.http.post(f"{self.fake_url}/__clear")).raise_for_status()
         await restart(server)
         size = self.o.reads
         fleet = await Fleet.start(server.url, list(range(1, size + 1)), self.tokens, min(1000, size))

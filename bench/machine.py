@@ -56,8 +56,25 @@ def _python_package(name: str) -> str:
         return "missing"
 
 
+def sidecar_revision() -> str:
+    """The commit the sidecar ran from, `+dirty` when adapter/ or webhooks/ had local changes."""
+    root = BENCH.parent
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "adapter", "webhooks")
+    return f"{commit}+dirty" if dirty else commit
+
+
 def describe_machine() -> dict[str, Any]:
     return {
+        "sidecar_revision": sidecar_revision(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),

@@ -162,6 +162,13 @@ class RealBench:
                         fleet = await Fleet.start(server.url, users, tokens, self.o.per_process)
                     out = self.results.setdefault(kind, {"errors": []})
                     await guarded(out, server, "real Strapi", self.run_server(server, fleet, users, out))
+                    if not strapi.running:  # nothing of ours stops it; say so rather than guess
+                        tail = strapi.log_tail(15)
+                        out["errors"].append(
+                            {"scenario": "real Strapi", "error": "Strapi stopped", "log": tail}
+                        )
+                        log.error("Strapi stopped during the %s run; its log ends:\n%s", kind, tail)
+                        break
                 finally:
                     if fleet is not None:
                         await fleet.disconnect()

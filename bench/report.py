@@ -436,7 +436,8 @@ def render_table(results: dict[str, Any]) -> str:
     lines = [
         f"Benchmark {results.get('started', '')}: {machine.get('cpu')} x{machine.get('cores')}, "
         f"{machine.get('memory_gib')} GiB; Python {machine.get('python')}, Node {machine.get('node')}; "
-        f"load average {_load(results.get('load_before'))} before, {_load(results.get('load_after'))} after",
+        f"load average {_load(results.get('load_before'))} before, {_load(results.get('load_after'))} after; "
+        f"sidecar at {machine.get('sidecar_revision', '?')}",
     ]
     fake = results.get("fake")
     if fake:
