@@ -227,8 +227,8 @@ def make_server(
 ) -> ServerUnderTest:
     """The server under test. `big_webhooks` raises the sidecar's webhook body limit (see below)."""
     if kind == "sidecar":
-        # Strapi's webhook for a notification carries every selected user (about 330 bytes each):
-        # over ~3,000 users it is larger than the sidecar's default 1 MiB limit (413). The fan-out
+        # Strapi's webhook for a notification carries every selected user (~290 bytes each): over
+        # ~3,600 users it is larger than the sidecar's default 1 MiB limit (413). The fan-out
         # sends that real shape to 10k users, so it raises the limit; the real-Strapi runs keep
         # the defaults (see bench/README.md).
         settings = {"WEBHOOK_MAX_BODY_BYTES": str(64 * 2**20)} if big_webhooks else {}
