@@ -6,8 +6,10 @@ one owner opens and closes it and tests can swap its transport.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,12 +18,25 @@ import httpx
 
 from adapter.errors import StrapiError, StrapiNotFound, StrapiUnavailable
 
-__all__ = ["Document", "Page", "RequestObserver", "StrapiClient", "build_http_client", "encode_query"]
+__all__ = [
+    "Document",
+    "Page",
+    "RequestGate",
+    "RequestObserver",
+    "StrapiClient",
+    "build_http_client",
+    "encode_query",
+]
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 DEFAULT_USER_PAGE_SIZE = 500
+MAX_CONNECTIONS = 50
+KEEPALIVE_CONNECTIONS = 20
+# Requests in flight to Strapi at once; the others wait in `RequestGate`, not in httpx's pool.
+# No more than the connections kept alive, so no connection is opened for one request and closed.
+MAX_IN_FLIGHT = KEEPALIVE_CONNECTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +62,58 @@ def build_http_client(
         headers={"Authorization": f"Bearer {api_token}", "Accept": "application/json"},
         timeout=httpx.Timeout(timeout),
         transport=transport,
-        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=KEEPALIVE_CONNECTIONS),
     )
+
+
+class RequestGate:
+    """At most `limit` requests in flight; the others wait here, first come first served, urgent
+    ones (a socket handshake waiting on them) before the rest.
+
+    httpx's connection pool rescans every queued request against every connection whenever one
+    changes hands (httpcore 1.0: O(queued x connections)); with hundreds of requests queued there
+    that bookkeeping starves the event loop. Waiting here instead costs O(1) per request.
+    A request that waits longer than `timeout` seconds fails like one Strapi did not answer.
+    """
+
+    def __init__(self, limit: int, timeout: float | None = None):
+        if limit < 1:
+            raise ValueError("a gate needs room for at least one request")
+        self._free = limit
+        self._timeout = timeout
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting (those given up on included, until their turn comes)."""
+        return len(self._urgent) + len(self._normal)
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a place; raise `TimeoutError` after `timeout` s. `release()` it after."""
+        if self._free > 0 and not self._urgent and not self._normal:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._normal).append(turn)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # given a place, then given up: pass it on
+                self.release()
+            else:
+                turn.cancel()  # skipped when its turn comes
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._free += 1
 
 
 def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -85,9 +150,16 @@ class RequestObserver(Protocol):
 class StrapiClient:
     """Typed calls to the Strapi routes the sidecar needs; errors come out as `StrapiError`s."""
 
-    def __init__(self, http: httpx.AsyncClient, observe: RequestObserver | None = None):
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        observe: RequestObserver | None = None,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ):
         self._http = http
         self._observe = observe
+        self._gate = RequestGate(max_in_flight, timeout=http.timeout.pool)
 
     # -- documents -------------------------------------------------------------------------
 
@@ -178,12 +250,23 @@ class StrapiClient:
 
     # -- users-permissions (bare JSON, not `{data}`) ---------------------------------------
 
-    async def get_user(self, user_id: int) -> Document | None:
+    async def get_user(self, user_id: int, *, urgent: bool = False) -> Document | None:
         try:
-            body = await self._request("GET", f"/api/users/{int(user_id)}")
+            body = await self._request("GET", f"/api/users/{int(user_id)}", urgent=urgent)
         except StrapiNotFound:
             return None
         return body if isinstance(body, dict) else None
+
+    async def users_by_id(
+        self, user_ids: Sequence[int], *, fields: Sequence[str] | None = None, urgent: bool = False
+    ) -> list[Document]:
+        """The users among `user_ids` that exist, in one request (keep it to ~100 ids: the URL)."""
+        ids = list(dict.fromkeys(int(user_id) for user_id in user_ids))
+        if not ids:
+            return []
+        return await self.list_users(
+            filters={"id": {"$in": ids}}, fields=fields, start=0, limit=len(ids), urgent=urgent
+        )
 
     async def list_users(
         self,
@@ -193,9 +276,10 @@ class StrapiClient:
         sort: str | None = "id:asc",
         start: int = 0,
         limit: int = DEFAULT_USER_PAGE_SIZE,
+        urgent: bool = False,
     ) -> list[Document]:
         params = {"filters": filters, "fields": fields, "sort": sort, "start": start, "limit": limit}
-        body = await self._request("GET", "/api/users", params=params)
+        body = await self._request("GET", "/api/users", params=params, urgent=urgent)
         if not isinstance(body, list):
             raise StrapiError("expected a JSON array of users", method="GET", path="/api/users")
         return body
@@ -235,8 +319,14 @@ class StrapiClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        urgent: bool = False,
     ) -> Any:
+        """`urgent`: ahead of the other requests waiting for a place (see `RequestGate`)."""
         query = httpx.QueryParams(tuple(encode_query(params or {})))
+        try:
+            await self._gate.acquire(urgent=urgent)
+        except TimeoutError as exc:
+            raise StrapiUnavailable("timed out waiting for a connection", method=method, path=path) from exc
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -247,6 +337,7 @@ class StrapiClient:
         except httpx.HTTPError as exc:
             raise StrapiUnavailable(f"unreachable: {type(exc).__name__}", method=method, path=path) from exc
         finally:
+            self._gate.release()
             if self._observe is not None:
                 self._observe(method, status, time.perf_counter() - started)
         if not response.is_success:
