@@ -3,7 +3,8 @@
 A notification is in a user's inbox when it is published and addressed to them (in the audience
 relation, or `allUsers`); it is unread while no READNOTIFICATION of it holds the user. Strapi has
 no inverse relation from notifications to their READNOTIFICATIONs, so a page of the inbox is two
-requests: a page of addressed notifications, then which of those the user has read.
+requests: a page of addressed notifications, then which of those the user has read (a third
+counts the reads when the page does not hold every addressed notification).
 """
 
 from __future__ import annotations
@@ -79,12 +80,15 @@ class Inbox:
         """
         items: list[Document] = []
         addressed_total: int | None = None
+        unread: int | None = None
         has_more = False
         for _ in range(MAX_SCAN_PAGES if limit else 0):
             found = await self._addressed_page(user_id, cursor, limit)
             if addressed_total is None and cursor is None:
                 addressed_total = found.total
             read = await self._read_among(user_id, [str(n["documentId"]) for n in found.items])
+            if unread is None and cursor is None and found.total <= len(found.items):
+                unread = found.total - len(read)  # the page holds every addressed notification
             consumed = 0
             for notification in found.items:
                 consumed += 1
@@ -97,7 +101,8 @@ class Inbox:
             if len(items) == limit or not has_more:
                 break
         self._remember(items)
-        unread = await self._unread_given(user_id, addressed_total)
+        if unread is None:
+            unread = await self._unread_given(user_id, addressed_total)
         next_cursor = f"{cursor[0]}~{cursor[1]}" if has_more and cursor is not None else None
         return InboxPage(items=items, unread=unread, has_more=has_more, cursor=next_cursor)
 

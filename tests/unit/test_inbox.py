@@ -183,6 +183,11 @@ class FakeStrapi:
         if method == "GET" and (user := re.fullmatch(r"/api/users/(\d+)", path)):
             found = self.users.get(int(user[1]))
             return httpx.Response(200, json=found) if found else error(404, "Not Found")
+        if method == "GET" and path == "/api/users":  # users-permissions: a bare array
+            query = parse_query(request.url.params)
+            found_users = [u for u in self.users.values() if matches(u, query.get("filters") or {})]
+            start, limit = int(query.get("start", 0)), int(query.get("limit", 100))
+            return httpx.Response(200, json=found_users[start : start + limit])
         if method == "GET" and path == "/api/notifications":
             published = [] if request.url.params.get("status") == "draft" else self.notifications
             return self._list(published, request, self._render_notification)
@@ -696,3 +701,47 @@ def test_parse_cursor_answers_any_string_with_a_position_or_invalid_payload(valu
     assert f"{published_at}~{document_id}" == value
     assert re.fullmatch(r"[0-9T:.\-+Z]+", published_at)
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", document_id)
+
+
+# -- what a page costs -------------------------------------------------------------------------
+
+
+async def test_page_holding_every_addressed_notification_costs_two_requests(
+    fake: FakeStrapi, inbox: Inbox
+) -> None:
+    for number in range(1, 5):
+        fake.publish(number, minute=number)
+    fake.publish(9, minute=9, users=(OTHER_USER,))
+    fake.read(doc(2), USER)
+    fake.read(doc(9), OTHER_USER)
+
+    page = await inbox.page(USER, cursor=None, limit=10)
+
+    assert documents_of(page.items) == [doc(4), doc(3), doc(1)]
+    assert page.unread == 3
+    assert len(fake.requests) == 2  # the page, then which of it the user read: no count needed
+
+
+async def test_page_of_an_empty_inbox_costs_one_request(fake: FakeStrapi, inbox: Inbox) -> None:
+    fake.publish(9, minute=9, users=(OTHER_USER,))
+
+    page = await inbox.page(USER, cursor=None, limit=10)
+
+    assert (page.items, page.unread, page.has_more) == ([], 0, False)
+    assert len(fake.requests) == 1
+
+
+async def test_page_not_holding_every_addressed_notification_counts_the_reads(
+    fake: FakeStrapi, inbox: Inbox
+) -> None:
+    for number in range(1, 6):
+        fake.publish(number, minute=number)
+    fake.read(doc(1), USER)
+    fake.read(doc(5), USER)
+
+    page = await inbox.page(USER, cursor=None, limit=2)
+
+    assert documents_of(page.items) == [doc(4), doc(3)]
+    assert page.unread == 3  # 5 addressed, 2 read: one of them beyond this page
+    # read among 5, 4; read among 3, 2 (5 was read: a second page); then the read total
+    assert len(fake.calls("GET", "/api/read-notifications")) == 3
