@@ -104,25 +104,48 @@ def short_secret_warning(secret: str) -> str | None:
     return None
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
+def _retrieve(answer: asyncio.Future[Any]) -> None:
     """Mark a lookup's failure as seen, so nobody waiting is not an 'unretrieved' error."""
-    if not task.cancelled():
-        task.exception()
+    if not answer.cancelled():
+        answer.exception()
+
+
+BATCH_SIZE = 100  # ids per request: ~4 KB of query string, Strapi's default page limit
+BATCHES_IN_FLIGHT = 4
+USER_FIELDS = ["id", "blocked"]
 
 
 class UserDirectory:
     """Whether a user may connect (exists, not blocked), asked of Strapi and cached for `ttl` s.
 
-    Concurrent checks of one user share one request, so a reconnect storm costs one request per
-    user at most.
+    Checks are batched: the users asked while earlier lookups are under way (up to
+    `BATCHES_IN_FLIGHT` requests) wait and are then asked together, up to `batch_size` in one
+    `GET /api/users?filters[id][$in]=...` (a lone user: `GET /api/users/:id`). A user missing from
+    the answer does not exist. Concurrent checks of one user share one lookup, so a reconnect storm
+    costs at most one request per user, and far fewer when its users arrive together.
     """
 
-    def __init__(self, strapi: StrapiClient, ttl: float, clock: Any = time.monotonic):
+    def __init__(
+        self,
+        strapi: StrapiClient,
+        ttl: float,
+        clock: Any = time.monotonic,
+        *,
+        batch_size: int = BATCH_SIZE,
+        batches_in_flight: int = BATCHES_IN_FLIGHT,
+    ):
+        if batch_size < 1 or batches_in_flight < 1:
+            raise ValueError("batch_size and batches_in_flight must be at least 1")
         self._strapi = strapi
         self._ttl = ttl
         self._clock = clock
+        self._batch_size = batch_size
+        self._batches_in_flight = batches_in_flight
         self._cache: dict[int, tuple[float, bool | None]] = {}
-        self._pending: dict[int, asyncio.Task[bool | None]] = {}
+        self._pending: dict[int, asyncio.Future[bool | None]] = {}  # asked, no answer yet
+        self._queued: dict[int, asyncio.Future[bool | None]] = {}  # not sent yet, in order
+        self._lookups: set[asyncio.Task[None]] = set()
+        self._pump_scheduled = False
 
     async def check(self, user_id: int) -> None:
         """Raise `UnknownUser`, `BlockedUser` or `AuthUnavailable`; return if the user may connect."""
@@ -141,33 +164,81 @@ class UserDirectory:
         cached = self._cache.get(user_id)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
-        lookup = self._pending.get(user_id)
-        if lookup is None:
-            # Its own task: a caller that gives up (a dropped handshake) cancels only its wait.
-            lookup = asyncio.create_task(self._lookup(user_id))
-            lookup.add_done_callback(_retrieve)
-            self._pending[user_id] = lookup
-        return await asyncio.shield(lookup)
+        answer = self._pending.get(user_id)
+        if answer is None:
+            answer = asyncio.get_running_loop().create_future()
+            answer.add_done_callback(_retrieve)
+            self._pending[user_id] = answer
+            self._queued[user_id] = answer
+            self._schedule_pump()
+        # A caller that gives up (a dropped handshake) cancels only its own wait.
+        return await asyncio.shield(answer)
 
-    async def _lookup(self, user_id: int) -> bool | None:
+    def _schedule_pump(self) -> None:
+        """Send what is queued on the next loop turn: the users asked in this one go together."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        while self._queued and len(self._lookups) < self._batches_in_flight:
+            batch: dict[int, asyncio.Future[bool | None]] = {}
+            for user_id in list(self._queued)[: self._batch_size]:
+                batch[user_id] = self._queued.pop(user_id)
+            lookup = asyncio.create_task(self._lookup(batch))
+            self._lookups.add(lookup)
+            lookup.add_done_callback(self._lookup_done)
+
+    def _lookup_done(self, lookup: asyncio.Task[None]) -> None:
+        self._lookups.discard(lookup)
+        if self._queued:
+            self._schedule_pump()
+
+    async def _lookup(self, batch: dict[int, asyncio.Future[bool | None]]) -> None:
         try:
-            answer = await self._ask(user_id)
-            if self._pending.get(user_id) is asyncio.current_task():  # not forgotten meanwhile
-                self._cache[user_id] = (self._clock() + self._ttl, answer)
-            return answer
-        finally:
-            if self._pending.get(user_id) is asyncio.current_task():
+            answers = await self._ask(list(batch))
+        except BaseException as exc:  # that batch's waiters fail, the next batch is asked afresh
+            failure = exc if isinstance(exc, AuthUnavailable) else AuthUnavailable()
+            for user_id, answer in batch.items():
+                if self._pending.get(user_id) is answer:
+                    del self._pending[user_id]
+                if not answer.done():
+                    answer.set_exception(failure)
+            if not isinstance(exc, AuthUnavailable):
+                raise
+            return
+        expires = self._clock() + self._ttl
+        for user_id, answer in batch.items():
+            if self._pending.get(user_id) is answer:  # not forgotten meanwhile
                 del self._pending[user_id]
+                self._cache[user_id] = (expires, answers.get(user_id))
+            if not answer.done():
+                answer.set_result(answers.get(user_id))
 
-    async def _ask(self, user_id: int) -> bool | None:
+    async def _ask(self, user_ids: list[int]) -> dict[int, bool | None]:
+        """Each user's `blocked`; None for a user Strapi does not know."""
+        answers: dict[int, bool | None] = dict.fromkeys(user_ids)
         try:
-            user = await self._strapi.get_user(user_id)
+            if len(user_ids) == 1:
+                user = await self._strapi.get_user(user_ids[0], urgent=True)
+                if user is not None:
+                    answers[user_ids[0]] = bool(user.get("blocked"))
+                return answers
+            found = await self._strapi.users_by_id(user_ids, fields=USER_FIELDS, urgent=True)
         except StrapiError as exc:
-            logger.warning("cannot check user %s with Strapi: %s", user_id, exc)
+            logger.warning("cannot check users %s with Strapi: %s", _ids_text(user_ids), exc)
             raise AuthUnavailable() from exc
-        if user is None:
-            return None
-        return bool(user.get("blocked"))
+        for user in found:
+            user_id = user.get("id") if isinstance(user, dict) else None
+            if isinstance(user_id, int) and user_id in answers:
+                answers[user_id] = bool(user.get("blocked"))
+        return answers
+
+
+def _ids_text(user_ids: list[int]) -> str:
+    shown = ", ".join(map(str, user_ids[:5]))
+    return shown if len(user_ids) <= 5 else f"{shown} and {len(user_ids) - 5} more"
 
 
 class Authenticator:

@@ -5,7 +5,7 @@
 Routes, answered in Strapi 5.54's shapes (checked against the fixture):
     GET  /_health                                  204
     GET  /api/users/count                          the number of users
-    GET  /api/users?fields&start&limit&sort        users (ids 1..N), bare JSON array
+    GET  /api/users?filters&fields&start&limit     users (ids 1..N), bare JSON array
     GET  /api/users/:id                            one user, or 404
     GET  /api/notifications?filters&sort&...       find: {data, meta: {pagination}}
     GET  /api/notifications/:documentId?status=    one version, or 404
@@ -366,8 +366,18 @@ class FakeStrapi:
         query = parse_qs_nested(request.query_params.multi_items())
         start = int(query.get("start") or 0)
         limit = int(query.get("limit") or 100)
-        ids = range(start + 1, min(self.users, start + limit) + 1)
+        ids = self._user_ids(query.get("filters"))[start : start + limit]
         return JSONResponse([self._user_view(uid, query.get("fields")) for uid in ids])
+
+    def _user_ids(self, filters: Any) -> list[int]:
+        """Ids of the users matching `filters`, ascending (every user is `self.user(id)`)."""
+        everyone = range(1, self.users + 1)
+        if not filters:
+            return list(everyone)
+        wanted = filters.get("id") if isinstance(filters, dict) and len(filters) == 1 else None
+        if isinstance(wanted, dict) and list(wanted) == ["$in"]:  # the fast path: a batch of ids
+            return sorted({uid for uid in map(_int, _as_list(wanted["$in"])) if uid in everyone})
+        return [uid for uid in everyone if matches(self.user(uid), filters, lambda doc, key: doc.get(key))]
 
     # -- notifications -----------------------------------------------------------------------
 

@@ -356,7 +356,8 @@ class FakeBench:
                     }
             await self.quiesce()
             requests = await self.stats()
-            lookups = requests.get("GET /api/users/:id", 0)
+            # user lookups: one user (`/api/users/:id`) or a batch (`/api/users?filters[id][$in]`)
+            lookups = requests.get("GET /api/users/:id", 0) + requests.get("GET /api/users", 0)
             total = sum(requests.values())
             out["storm"] = {
                 "clients": size,

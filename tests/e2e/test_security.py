@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,6 +11,9 @@ import jwt
 import pytest
 import socketio
 
+from adapter.auth import UserDirectory
+from adapter.errors import BlockedUser, UnknownUser
+from adapter.strapi import StrapiClient, build_http_client
 from tests.e2e.harness import JsClient, Stack, settled, wait_for
 
 PASSWORD = "Passw0rd!"
@@ -108,6 +112,63 @@ async def test_blocked_user_is_refused(stack: Stack, unique: str) -> None:
     stack.set_blocked(user_id, True)
     refusal = await _js_refusal(stack, "--token", token, "--user-id", str(user_id))
     assert refusal["data"] == {"code": "blocked_user"}
+
+
+async def test_user_checks_asked_together_are_one_request_with_strapis_answers(
+    stack: Stack, unique: str
+) -> None:
+    """The batched user check against Strapi's own `/api/users` filters: ids past the 20th of
+    `$in` still count (qs' default array limit), `blocked` comes back, absent ids are unknown."""
+    allowed = stack.create_user(f"{unique}batchok")
+    blocked = stack.create_user(f"{unique}batchblocked")
+    deleted = stack.create_user(f"{unique}batchgone")
+    stack.set_blocked(blocked, True)
+    stack.api().delete(f"/api/users/{deleted}").raise_for_status()
+    strangers = [900_000 + n for n in range(30)]  # asked first: Strapi's users come 31st to 33rd
+    requests: list[str] = []
+    async with build_http_client(stack.strapi.url, stack.api_token, 30) as http:
+        users = UserDirectory(
+            StrapiClient(http, lambda method, status, seconds: requests.append(f"{method} {status}")), ttl=30
+        )
+        results = await asyncio.gather(
+            *(users.check(user_id) for user_id in [*strangers, allowed, blocked, deleted]),
+            return_exceptions=True,
+        )
+
+    assert requests == ["GET 200"]
+    assert all(isinstance(result, UnknownUser) for result in results[:30])
+    assert results[30] is None
+    assert isinstance(results[31], BlockedUser)
+    assert isinstance(results[32], UnknownUser)
+
+
+async def test_a_burst_of_handshakes_gets_every_answer_right(stack: Stack, unique: str) -> None:
+    allowed = stack.create_user(f"{unique}burstok")
+    blocked = stack.create_user(f"{unique}burstblocked")
+    stack.set_blocked(blocked, True)
+    cases = [(allowed, True)] * 5 + [(blocked, False)] * 5 + [(910_000 + n, False) for n in range(20)]
+    clients = [socketio.AsyncClient(reconnection=False) for _ in cases]
+
+    async def connect(client: socketio.AsyncClient, user_id: int) -> bool:
+        try:
+            await client.connect(
+                f"{stack.sidecar.url}?userId={user_id}",
+                auth={"token": _token(stack.jwt_secret, id=user_id)},
+                transports=["websocket"],
+                wait_timeout=20,
+            )
+        except socketio.exceptions.ConnectionError:
+            return False
+        return True
+
+    try:
+        accepted = await asyncio.gather(
+            *(connect(client, user_id) for client, (user_id, _) in zip(clients, cases, strict=True))
+        )
+    finally:
+        await asyncio.gather(*(client.disconnect() for client in clients if client.connected))
+
+    assert accepted == [allowed_in for _, allowed_in in cases]
 
 
 async def test_webhook_with_wrong_secret_is_refused_and_changes_nothing(stack: Stack, unique: str) -> None:

@@ -388,3 +388,177 @@ async def test_authenticator_refuses_a_valid_token_of_a_blocked_user(
 
     with pytest.raises(BlockedUser):
         await authenticator.authenticate(legacy_token(5), "5")
+
+
+# -- UserDirectory: batches --------------------------------------------------------------------
+
+USERS = f"{BASE}/api/users"
+
+
+def _ids_asked(request: httpx.Request) -> list[int]:
+    """The ids of a batched lookup, in the order sent (`filters[id][$in][<n>]=<id>`)."""
+    pairs = [(key, value) for key, value in request.url.params.multi_items() if key.startswith("filters[")]
+    assert [key for key, _ in pairs] == [f"filters[id][$in][{n}]" for n in range(len(pairs))]
+    return [int(value) for _, value in pairs]
+
+
+class _Users:
+    """`GET /api/users?filters[id][$in]...` over a set of users, after `delay` s."""
+
+    def __init__(self, existing: dict[int, bool], delay: float = 0.02, failing: int | None = None):
+        self.existing = existing  # id -> blocked
+        self.delay = delay
+        self.failing = failing  # a batch holding this id gets a 503
+        self.batches: list[list[int]] = []
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        ids = _ids_asked(request)
+        self.batches.append(ids)
+        assert request.url.params["fields[0]"] == "id"
+        assert request.url.params["fields[1]"] == "blocked"
+        assert request.url.params["start"] == "0"
+        assert int(request.url.params["limit"]) >= len(ids)
+        await asyncio.sleep(self.delay)
+        if self.failing in ids:
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        found = [{"id": n, "blocked": self.existing[n]} for n in sorted(ids) if n in self.existing]
+        return httpx.Response(200, json=found)
+
+
+async def _outcomes(users: UserDirectory, ids: list[int]) -> list[str]:
+    results = await asyncio.gather(*(users.check(n) for n in ids), return_exceptions=True)
+    return ["ok" if result is None else type(result).__name__ for result in results]
+
+
+async def test_user_directory_checks_asked_together_are_one_request(
+    respx_mock: respx.MockRouter, users: UserDirectory
+) -> None:
+    fake = _Users({1: False, 2: True, 4: False})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    by_id = respx_mock.get(url__regex=rf"{USERS}/\d+$")
+
+    outcomes = await _outcomes(users, [1, 2, 3, 4])
+
+    assert outcomes == ["ok", "BlockedUser", "UnknownUser", "ok"]
+    assert fake.batches == [[1, 2, 3, 4]]
+    assert by_id.call_count == 0
+
+
+async def test_user_directory_batches_hold_at_most_batch_size_users(
+    respx_mock: respx.MockRouter, strapi: StrapiClient, clock: _Clock
+) -> None:
+    fake = _Users({n: False for n in range(1, 251)})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    users = UserDirectory(strapi, ttl=TTL, clock=clock, batch_size=100)
+
+    outcomes = await _outcomes(users, list(range(1, 251)))
+
+    assert outcomes == ["ok"] * 250
+    assert [len(batch) for batch in fake.batches] == [100, 100, 50]
+    assert sorted(n for batch in fake.batches for n in batch) == list(range(1, 251))
+
+
+async def test_user_directory_users_asked_during_a_lookup_go_together_in_the_next(
+    respx_mock: respx.MockRouter, strapi: StrapiClient, clock: _Clock
+) -> None:
+    fake = _Users({n: False for n in range(1, 12)})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    lone = respx_mock.get(f"{USERS}/1").mock(
+        side_effect=lambda request: _slow(httpx.Response(200, json=_user(1)))
+    )
+    users = UserDirectory(strapi, ttl=TTL, clock=clock, batches_in_flight=1)
+
+    first = asyncio.create_task(users.check(1))
+    await asyncio.sleep(0.01)  # user 1's lookup (alone: by id) is under way
+    outcomes = await _outcomes(users, list(range(2, 12)))
+    await first
+
+    assert outcomes == ["ok"] * 10
+    assert lone.call_count == 1
+    assert fake.batches == [list(range(2, 12))]
+
+
+async def test_user_directory_answers_of_a_batch_are_cached(
+    respx_mock: respx.MockRouter, users: UserDirectory, clock: _Clock
+) -> None:
+    fake = _Users({1: False, 2: True})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+
+    first = await _outcomes(users, [1, 2, 3])
+    clock.now += TTL - 1
+    again = await _outcomes(users, [1, 2, 3])
+
+    assert first == again == ["ok", "BlockedUser", "UnknownUser"]
+    assert len(fake.batches) == 1
+
+
+async def test_user_directory_a_user_asked_again_while_batched_shares_that_lookup(
+    respx_mock: respx.MockRouter, strapi: StrapiClient, clock: _Clock
+) -> None:
+    fake = _Users({1: False, 2: False, 3: False})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    users = UserDirectory(strapi, ttl=0, clock=clock)  # nothing cached: only sharing saves requests
+
+    outcomes = await _outcomes(users, [1, 2, 3, 1, 2, 3, 1])
+
+    assert outcomes == ["ok"] * 7
+    assert fake.batches == [[1, 2, 3]]
+
+
+async def test_user_directory_a_failed_batch_fails_only_its_own_users(
+    respx_mock: respx.MockRouter, strapi: StrapiClient, clock: _Clock
+) -> None:
+    fake = _Users({n: False for n in range(1, 5)}, failing=1)
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    users = UserDirectory(strapi, ttl=TTL, clock=clock, batch_size=2)
+
+    outcomes = await _outcomes(users, [1, 2, 3, 4])
+
+    assert outcomes == ["AuthUnavailable", "AuthUnavailable", "ok", "ok"]
+    fake.failing = None
+    assert await _outcomes(users, [1, 2]) == ["ok", "ok"]  # a failure is not cached
+    assert fake.batches == [[1, 2], [3, 4], [1, 2]]
+
+
+async def test_user_directory_a_batch_that_is_not_a_list_is_auth_unavailable(
+    respx_mock: respx.MockRouter, users: UserDirectory
+) -> None:
+    respx_mock.get(USERS).respond(json={"data": []})
+
+    assert await _outcomes(users, [1, 2]) == ["AuthUnavailable", "AuthUnavailable"]
+
+
+async def test_user_directory_forget_during_a_batch_keeps_its_answer_out_of_the_cache(
+    respx_mock: respx.MockRouter, users: UserDirectory
+) -> None:
+    fake = _Users({1: False, 2: False})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    alone = respx_mock.get(f"{USERS}/1").respond(json=_user(1, blocked=True))
+
+    checks = asyncio.gather(users.check(1), users.check(2))
+    await asyncio.sleep(0.005)  # the batch is under way
+    users.forget(1)  # a webhook says user 1 changed (blocked meanwhile)
+    await checks
+    outcomes = await _outcomes(users, [1, 2])
+
+    assert outcomes == ["BlockedUser", "ok"]
+    assert fake.batches == [[1, 2]]
+    assert alone.call_count == 1  # user 1 asked again (alone, so by id); user 2 from the cache
+
+
+async def test_user_directory_a_handshake_that_gives_up_does_not_cancel_the_batch(
+    respx_mock: respx.MockRouter, users: UserDirectory
+) -> None:
+    fake = _Users({1: False, 2: False}, delay=0.3)
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+
+    dropped = asyncio.create_task(users.check(1))
+    kept = asyncio.create_task(users.check(2))
+    await asyncio.sleep(0.005)
+    dropped.cancel()
+    await kept
+
+    assert dropped.cancelled()
+    assert fake.batches == [[1, 2]]
+    await users.check(1)  # its answer came anyway and is cached
+    assert len(fake.batches) == 1
