@@ -35,6 +35,7 @@ __all__ = ["SocketGateway", "create_socket_server"]
 logger = logging.getLogger(__name__)
 
 RECOUNT_CONCURRENCY = 8
+CATCHUP_CONCURRENCY = 8  # catch-ups asking Strapi at once: a connect storm's wait here, not there
 Ack = dict[str, Any]
 
 
@@ -74,6 +75,7 @@ class SocketGateway:
         self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
         self._unread: dict[int, int] = {}  # last unread count sent, per connected user
         self._tasks: set[asyncio.Task[None]] = set()
+        self._catchup_gate = asyncio.Semaphore(CATCHUP_CONCURRENCY)
         self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
         self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
         self._user_rate = RateLimiter(settings.user_events_per_minute, settings.event_burst * 3)
@@ -111,8 +113,16 @@ class SocketGateway:
             raise socketio.exceptions.ConnectionRefusedError(
                 "too many connections", {"code": "too_many_connections"}
             )
-        await self._sio.save_session(sid, {"user_id": user_id})
-        await self._sio.enter_room(sid, self._settings.room_for(user_id))
+        try:
+            # A client that left while its user was checked gets no disconnect event: drop it here.
+            eio_socket = self._sio.eio.sockets.get(self._sio.manager.eio_sid_from_sid(sid, "/"))
+            if eio_socket is None or eio_socket.closing or eio_socket.closed:
+                raise KeyError(sid)
+            await self._sio.save_session(sid, {"user_id": user_id})
+            await self._sio.enter_room(sid, self._settings.room_for(user_id))
+        except KeyError as exc:
+            self._metrics.handshakes.labels("left").inc()
+            raise socketio.exceptions.ConnectionRefusedError("left", {"code": "left"}) from exc
         self._sockets[user_id].add(sid)
         self._expire_at(sid, identity.expires_at)
         self._metrics.handshakes.labels("ok").inc()
@@ -269,15 +279,19 @@ class SocketGateway:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _catch_up(self, sid: str, user_id: int) -> None:
-        try:
-            page = await self._inbox.page(user_id, cursor=None, limit=self._settings.catchup_limit)
-        except StrapiError as exc:
-            logger.warning("catch-up for user %s failed: %s", user_id, exc)
-            return
-        except Exception:
-            logger.exception("catch-up for user %s failed", user_id)
-            return
-        if user_id not in self._sockets:
+        """A few at a time (`CATCHUP_CONCURRENCY`): a storm of them never holds up handshakes."""
+        async with self._catchup_gate:
+            if sid not in self._sockets.get(user_id, ()):  # left before its turn came
+                return
+            try:
+                page = await self._inbox.page(user_id, cursor=None, limit=self._settings.catchup_limit)
+            except StrapiError as exc:
+                logger.warning("catch-up for user %s failed: %s", user_id, exc)
+                return
+            except Exception:
+                logger.exception("catch-up for user %s failed", user_id)
+                return
+        if sid not in self._sockets.get(user_id, ()):
             return
         self._unread[user_id] = page.unread
         await self._sio.emit(self._settings.event_sync, self._page_body(page), to=sid)
