@@ -35,7 +35,6 @@ __all__ = ["SocketGateway", "create_socket_server"]
 logger = logging.getLogger(__name__)
 
 RECOUNT_CONCURRENCY = 8
-CATCHUP_CONCURRENCY = 8  # catch-ups asking Strapi at once: a connect storm's wait here, not there
 Ack = dict[str, Any]
 
 
@@ -75,7 +74,6 @@ class SocketGateway:
         self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
         self._unread: dict[int, int] = {}  # last unread count sent, per connected user
         self._tasks: set[asyncio.Task[None]] = set()
-        self._catchup_gate = asyncio.Semaphore(CATCHUP_CONCURRENCY)
         self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
         self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
         self._user_rate = RateLimiter(settings.user_events_per_minute, settings.event_burst * 3)
@@ -279,19 +277,21 @@ class SocketGateway:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _catch_up(self, sid: str, user_id: int) -> None:
-        """A few at a time (`CATCHUP_CONCURRENCY`): a storm of them never holds up handshakes."""
-        async with self._catchup_gate:
-            if sid not in self._sockets.get(user_id, ()):  # left before its turn came
-                return
-            try:
-                page = await self._inbox.page(user_id, cursor=None, limit=self._settings.catchup_limit)
-            except StrapiError as exc:
-                logger.warning("catch-up for user %s failed: %s", user_id, exc)
-                return
-            except Exception:
-                logger.exception("catch-up for user %s failed", user_id)
-                return
-        if sid not in self._sockets.get(user_id, ()):
+        """Batched with the other catch-ups waiting (see `Inbox.catch_up`): a storm of them asks
+        Strapi a few requests at a time and never holds up handshakes."""
+
+        def wanted() -> bool:  # skipped when the socket left before its turn
+            return sid in self._sockets.get(user_id, ())
+
+        try:
+            page = await self._inbox.catch_up(user_id, self._settings.catchup_limit, wanted)
+        except StrapiError as exc:
+            logger.warning("catch-up for user %s failed: %s", user_id, exc)
+            return
+        except Exception:
+            logger.exception("catch-up for user %s failed", user_id)
+            return
+        if page is None or not wanted():
             return
         self._unread[user_id] = page.unread
         await self._sio.emit(self._settings.event_sync, self._page_body(page), to=sid)

@@ -6,6 +6,7 @@ pagination the way Strapi does; the gateway and read-all tests reuse it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -745,3 +746,109 @@ async def test_page_not_holding_every_addressed_notification_counts_the_reads(
     assert page.unread == 3  # 5 addressed, 2 read: one of them beyond this page
     # read among 5, 4; read among 3, 2 (5 was read: a second page); then the read total
     assert len(fake.calls("GET", "/api/read-notifications")) == 3
+
+
+# -- catch-ups, batched ------------------------------------------------------------------------
+
+THIRD_USER = 7
+
+
+@pytest.fixture
+def three_users(respx_mock: respx.MockRouter) -> FakeStrapi:
+    fake = FakeStrapi(users=(USER, OTHER_USER, THIRD_USER))
+    respx_mock.route(host="strapi.test").mock(side_effect=fake.handle)
+    return fake
+
+
+def _mixed_inboxes(fake: FakeStrapi) -> None:
+    fake.publish(1, minute=1, users=(USER, OTHER_USER))
+    fake.publish(2, minute=2, users=(OTHER_USER,))
+    fake.publish(3, minute=3, users=(USER, THIRD_USER))
+    fake.publish(4, minute=4, users=(USER,))
+    fake.publish(5, minute=5, all_users=True, users=())
+    fake.read(doc(1), USER, OTHER_USER)
+    fake.read(doc(2), OTHER_USER)
+    fake.read(doc(5), THIRD_USER)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 10])
+async def test_catch_ups_asked_together_are_the_same_pages_in_two_requests(
+    three_users: FakeStrapi, inbox: Inbox, limit: int
+) -> None:
+    _mixed_inboxes(three_users)
+    users = (USER, OTHER_USER, THIRD_USER)
+    expected = [await inbox.page(user, cursor=None, limit=limit) for user in users]
+    three_users.requests.clear()
+
+    pages = await asyncio.gather(*(inbox.catch_up(user, limit) for user in users))
+
+    assert pages == expected
+    assert [page.unread for page in expected] == [3, 1, 1]  # 5, 4, 3 | 5 | 3
+    assert len(three_users.requests) == 2
+
+
+async def test_catch_ups_beyond_one_page_of_notifications_go_one_user_at_a_time(
+    three_users: FakeStrapi, inbox: Inbox
+) -> None:
+    for number in range(1, 102):
+        three_users.publish(number, minute=number // 60, second=number % 60, users=(USER, OTHER_USER))
+    three_users.read(doc(101), USER)
+    expected = [await inbox.page(user, cursor=None, limit=3) for user in (USER, OTHER_USER)]
+    three_users.requests.clear()
+
+    pages = await asyncio.gather(inbox.catch_up(USER, 3), inbox.catch_up(OTHER_USER, 3))
+
+    assert pages == expected
+    assert (pages[0].unread, pages[1].unread, pages[0].has_more) == (100, 101, True)
+    # the batch's page; then each alone: user 5 (101 read: two pages, reads among each, read
+    # total), user 6 (a page, reads among it, read total)
+    assert len(three_users.requests) == 1 + 5 + 3
+
+
+async def test_catch_ups_of_empty_inboxes_cost_one_request(three_users: FakeStrapi, inbox: Inbox) -> None:
+    three_users.publish(1, minute=1, users=(99,))
+
+    pages = await asyncio.gather(*(inbox.catch_up(user, 5) for user in (USER, OTHER_USER)))
+
+    assert [(p.items, p.unread, p.has_more, p.cursor) for p in pages] == [([], 0, False, None)] * 2
+    assert len(three_users.requests) == 1
+
+
+async def test_a_catch_up_no_longer_wanted_asks_nothing(three_users: FakeStrapi, inbox: Inbox) -> None:
+    _mixed_inboxes(three_users)
+
+    gone, kept = await asyncio.gather(inbox.catch_up(USER, 5, lambda: False), inbox.catch_up(OTHER_USER, 5))
+
+    assert gone is None
+    assert kept is not None
+    assert kept.unread == 1
+    assert all(
+        ("filters[$or][1][notification_users][id][$in][0]", str(OTHER_USER)) in r.url.params.multi_items()
+        for r in notification_pages_or_totals(three_users)
+    )
+
+
+def notification_pages_or_totals(fake: FakeStrapi) -> list[httpx.Request]:
+    return fake.calls("GET", "/api/notifications")
+
+
+async def test_catch_ups_failing_in_strapi_fail_every_one_of_the_batch(
+    respx_mock: respx.MockRouter, inbox: Inbox
+) -> None:
+    respx_mock.get(f"{STRAPI_URL}/api/notifications").respond(503, json={"error": {"message": "down"}})
+
+    results = await asyncio.gather(
+        *(inbox.catch_up(user, 5) for user in (USER, OTHER_USER)), return_exceptions=True
+    )
+
+    assert all(isinstance(result, StrapiUnavailable) for result in results)
+
+
+async def test_catch_ups_remember_the_ids_they_hand_out(
+    three_users: FakeStrapi, inbox: Inbox, known_ids: KnownIds
+) -> None:
+    row = three_users.publish(1, minute=1, users=(USER,))
+
+    await asyncio.gather(inbox.catch_up(USER, 5), inbox.catch_up(OTHER_USER, 5))
+
+    assert known_ids.document_id(row["id"]) == doc(1)
