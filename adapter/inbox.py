@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from adapter.errors import InvalidPayload
+from adapter.errors import InvalidPayload, StrapiError
 from adapter.notifications import KnownIds, audience_ids
 from adapter.settings import Settings
 from adapter.strapi import Document, StrapiClient
@@ -29,8 +29,11 @@ logger = logging.getLogger(__name__)
 SORT = ["publishedAt:desc", "documentId:desc"]
 MAX_PAGE = 100  # Strapi's default api.rest.maxLimit
 MAX_SCAN_PAGES = 10
-CATCH_UP_BATCH = 50  # users whose catch-ups are asked of Strapi together
+# Users whose catch-ups are asked of Strapi together. The reads query names them twice and up
+# to 100 documentIds: ~12.5 KB of URL with 25, under Node's 16 KB limit on a request's head.
+CATCH_UP_BATCH = 25
 CATCH_UP_BATCHES_IN_FLIGHT = 2
+BATCH_REFUSED = {400, 413, 414, 431}  # Strapi (or a proxy) would not take the batched query
 CURSOR = re.compile(r"(?P<at>[0-9T:.\-+Z]{10,40})~(?P<doc>[A-Za-z0-9][A-Za-z0-9_-]{0,63})")
 
 
@@ -172,7 +175,7 @@ class Inbox:
         try:
             limit = batch[0].limit
             same_limit = all(entry.limit == limit for entry in batch)
-            pages = await self._first_pages(sorted({e.user_id for e in batch}), limit) if same_limit else {}
+            pages = await self._batched_pages(sorted({e.user_id for e in batch}), limit) if same_limit else {}
             for entry in batch:
                 if entry.user_id in pages:
                     self._remember(pages[entry.user_id].items)
@@ -190,6 +193,17 @@ class Inbox:
                     entry.answer.cancel()
             if not isinstance(exc, Exception):
                 raise
+
+    async def _batched_pages(self, user_ids: list[int], limit: int) -> dict[int, InboxPage]:
+        """`_first_pages`, or {} (one page each) when Strapi refuses the batched query itself
+        (a proxy's URL limit, say: 414, 431, 400); Strapi unreachable fails the whole batch."""
+        try:
+            return await self._first_pages(user_ids, limit)
+        except StrapiError as exc:
+            if exc.status not in BATCH_REFUSED:
+                raise
+            logger.warning("batched catch-up refused, asking user by user: %s", exc)
+            return {}
 
     async def _first_pages(self, user_ids: list[int], limit: int) -> dict[int, InboxPage]:
         """Each user's first page, from one page of the notifications addressed to any of them

@@ -852,3 +852,23 @@ async def test_catch_ups_remember_the_ids_they_hand_out(
     await asyncio.gather(inbox.catch_up(USER, 5), inbox.catch_up(OTHER_USER, 5))
 
     assert known_ids.document_id(row["id"]) == doc(1)
+
+
+async def test_catch_ups_whose_batched_query_is_refused_go_one_user_at_a_time(
+    three_users: FakeStrapi, inbox: Inbox
+) -> None:
+    _mixed_inboxes(three_users)
+    users = (USER, OTHER_USER, THIRD_USER)
+    expected = [await inbox.page(user, cursor=None, limit=2) for user in users]
+
+    async def too_long(request: httpx.Request) -> httpx.Response | None:
+        batched = any(
+            "[$in]" in key for key, _ in request.url.params.multi_items() if "notification_users" in key
+        )
+        return httpx.Response(414, text="URI Too Long") if batched else None
+
+    three_users.hooks.append(too_long)
+
+    pages = await asyncio.gather(*(inbox.catch_up(user, 2) for user in users))
+
+    assert pages == expected
