@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,8 @@ class UserDirectory:
         self._batches_in_flight = batches_in_flight
         self._cache: dict[int, tuple[float, bool | None]] = {}
         self._pending: dict[int, asyncio.Future[bool | None]] = {}  # asked, no answer yet
-        self._queued: dict[int, asyncio.Future[bool | None]] = {}  # not sent yet, in order
+        # Not sent yet, in order. A user forgotten and asked again can be here twice: both answered.
+        self._queued: deque[tuple[int, asyncio.Future[bool | None]]] = deque()
         self._lookups: set[asyncio.Task[None]] = set()
         self._pump_scheduled = False
 
@@ -169,7 +171,7 @@ class UserDirectory:
             answer = asyncio.get_running_loop().create_future()
             answer.add_done_callback(_retrieve)
             self._pending[user_id] = answer
-            self._queued[user_id] = answer
+            self._queued.append((user_id, answer))
             self._schedule_pump()
         # A caller that gives up (a dropped handshake) cancels only its own wait.
         return await asyncio.shield(answer)
@@ -183,9 +185,7 @@ class UserDirectory:
     def _pump(self) -> None:
         self._pump_scheduled = False
         while self._queued and len(self._lookups) < self._batches_in_flight:
-            batch: dict[int, asyncio.Future[bool | None]] = {}
-            for user_id in list(self._queued)[: self._batch_size]:
-                batch[user_id] = self._queued.pop(user_id)
+            batch = [self._queued.popleft() for _ in range(min(self._batch_size, len(self._queued)))]
             lookup = asyncio.create_task(self._lookup(batch))
             self._lookups.add(lookup)
             lookup.add_done_callback(self._lookup_done)
@@ -195,12 +195,12 @@ class UserDirectory:
         if self._queued:
             self._schedule_pump()
 
-    async def _lookup(self, batch: dict[int, asyncio.Future[bool | None]]) -> None:
+    async def _lookup(self, batch: list[tuple[int, asyncio.Future[bool | None]]]) -> None:
         try:
-            answers = await self._ask(list(batch))
+            answers = await self._ask(list(dict.fromkeys(user_id for user_id, _ in batch)))
         except BaseException as exc:  # that batch's waiters fail, the next batch is asked afresh
             failure = exc if isinstance(exc, AuthUnavailable) else AuthUnavailable()
-            for user_id, answer in batch.items():
+            for user_id, answer in batch:
                 if self._pending.get(user_id) is answer:
                     del self._pending[user_id]
                 if not answer.done():
@@ -209,7 +209,7 @@ class UserDirectory:
                 raise
             return
         expires = self._clock() + self._ttl
-        for user_id, answer in batch.items():
+        for user_id, answer in batch:
             if self._pending.get(user_id) is answer:  # not forgotten meanwhile
                 del self._pending[user_id]
                 self._cache[user_id] = (expires, answers.get(user_id))

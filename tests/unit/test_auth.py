@@ -562,3 +562,26 @@ async def test_user_directory_a_handshake_that_gives_up_does_not_cancel_the_batc
     assert fake.batches == [[1, 2]]
     await users.check(1)  # its answer came anyway and is cached
     assert len(fake.batches) == 1
+
+
+async def test_user_directory_a_user_forgotten_and_asked_again_before_the_batch_went_gets_answers(
+    respx_mock: respx.MockRouter, strapi: StrapiClient, clock: _Clock
+) -> None:
+    fake = _Users({1: False, 2: False, 3: False})
+    respx_mock.get(USERS).mock(side_effect=fake.answer)
+    respx_mock.get(url__regex=rf"{USERS}/\d+$").mock(
+        side_effect=lambda request: _slow(httpx.Response(200, json=_user(9)))
+    )
+    users = UserDirectory(strapi, ttl=TTL, clock=clock, batches_in_flight=1)
+    busy = asyncio.create_task(users.check(9))  # the one lookup allowed is under way
+    await asyncio.sleep(0.01)
+
+    first = asyncio.create_task(users.check(1))
+    await asyncio.sleep(0)
+    users.forget(1)  # still queued
+    outcomes = await asyncio.wait_for(_outcomes(users, [1, 2, 3]), 2)
+
+    assert outcomes == ["ok", "ok", "ok"]
+    await asyncio.wait_for(first, 2)  # the first ask is answered too
+    await busy
+    assert fake.batches == [[1, 2, 3]]
