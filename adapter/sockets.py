@@ -211,6 +211,7 @@ class SocketGateway:
         """Emit the notification event to each user's room, in one call. Returns the room count."""
         users = sorted(user_ids)
         await self._emit(self._settings.event_notification, payload, users)
+        self._announced(payload, users)
         await self._bump_unread(users)
         return len(users)
 
@@ -223,12 +224,17 @@ class SocketGateway:
         s = self._settings
         named = _users_of_rooms(rooms, s.room_prefix)
         users = list(self._sockets) if named is None else named
+        payload = data[0] if isinstance(data, list) and len(data) == 1 else None
         if event == s.event_notification:
+            if named is not None and isinstance(payload, dict):
+                self._announced(payload, named)
             self._spawn(self._bump_unread(users))
         elif event in (s.event_read_echo, s.event_read_all):
-            read = _documents_of_echo(data)
+            read = _documents_of_echo(payload)
             self._spawn(self._count_reads(users, read) if read is not None else self.recount(users))
         elif event == s.event_removed:
+            if isinstance(payload, dict) and isinstance(payload.get("documentId"), str):
+                self._receipts.invalidate(payload["documentId"])
             self._spawn(self.recount(users))
 
     async def removed(self, document_id: str, user_ids: Iterable[int] | None) -> None:
@@ -343,6 +349,12 @@ class SocketGateway:
                 changed[after].append(user_id)
         for count, group in changed.items():
             await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+
+    def _announced(self, payload: dict[str, Any], users: list[int]) -> None:
+        """Reads of a notification just announced to `users` need not look it up in Strapi."""
+        document_id, numeric_id = payload.get("documentId"), payload.get("id")
+        if isinstance(document_id, str) and users:
+            self._receipts.announced(document_id, numeric_id if isinstance(numeric_id, int) else None, users)
 
     async def _bump_unread(self, users: list[int]) -> None:
         """A new notification for `users`: one more unread, for those connected here."""
@@ -459,9 +471,8 @@ def _users_of_rooms(rooms: object, prefix: str) -> list[int] | None:
     return [int(value) for value in ids if value.isdecimal()]
 
 
-def _documents_of_echo(data: object) -> list[str] | None:
-    """The documentIds of a read echo's arguments (`[{documentId}]` or `[{documentIds}]`)."""
-    payload = data[0] if isinstance(data, list) and len(data) == 1 else None
+def _documents_of_echo(payload: object) -> list[str] | None:
+    """The documentIds of a read echo (`{documentId}` or `{documentIds}`)."""
     if not isinstance(payload, dict):
         return None
     ids = payload.get("documentIds", [payload.get("documentId")])

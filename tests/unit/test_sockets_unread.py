@@ -16,7 +16,7 @@ from tests.conftest import make_settings
 from tests.redis_server import RedisServer
 from tests.serving import eventually, serve
 from tests.unit import test_gateway
-from tests.unit.test_gateway import QUIET, READ, READ_ALL, SYNC, UNREAD, Client, Running, inbox_of_three
+from tests.unit.test_gateway import QUIET, READ, READ_ALL, SYNC, UNREAD, Client, Running, inbox_of_three, wire
 from tests.unit.test_inbox import OTHER_USER, USER, FakeStrapi, doc
 
 # The gateway suite's sidecar on a real port, over this module's fake Strapi.
@@ -51,6 +51,24 @@ async def test_a_read_costs_three_strapi_requests_and_no_recount(running: Runnin
     # find the notification, find its READNOTIFICATION, create it: nothing else
     assert requests_since(running.fake, start) == [
         "GET /api/notifications",
+        "GET /api/read-notifications",
+        "POST /api/read-notifications",
+    ]
+
+
+async def test_a_read_of_a_notification_announced_here_costs_two_requests(running: Running) -> None:
+    a = await running.connect(USER)
+    row = running.fake.publish(1, minute=1, users=(USER, OTHER_USER))
+    await running.sidecar.gateway.notify([USER, OTHER_USER], wire(row))
+    await eventually(lambda: a.got(UNREAD))
+    start = len(running.fake.requests)
+
+    ack = await a.call(READ, {"notificationId": row["id"]})  # the id the notificacion carried
+
+    assert ack == {"ok": True, "notificationId": doc(1), "alreadyRead": False}
+    await eventually(lambda: len(a.got(UNREAD)) == 2)
+    assert a.got(UNREAD) == [{"unread": 1}, {"unread": 0}]
+    assert requests_since(running.fake, start) == [
         "GET /api/read-notifications",
         "POST /api/read-notifications",
     ]
