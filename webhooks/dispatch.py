@@ -3,6 +3,14 @@
 Strapi waits at most 10 s for a webhook and never retries, so the receiver answers at once and the
 work runs here: one notification at a time (per documentId), deliveries that arrive while one is
 waiting are folded into it, and a Strapi outage is retried with backoff before it is logged as lost.
+
+An `entry.publish` delivery is also announced at once from its entry (the fast path, see
+`webhooks/lifecycle.py`), beside that serialized work rather than queued behind it: it only claims
+users in the shared "told" ledger and emits, it never writes to Strapi. Arrival order is kept for
+what could contradict it: a removal delivered after it waits for it before telling anyone the
+notification is gone, it is not taken while a removal of the same notification is queued or
+running here (the serialized work then decides), and the sync the same delivery schedules waits
+for it, so its re-read can correct it.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ class WebhookDispatcher:
         self._queued: dict[str, Pending] = {}
         self._locks: LockFactory = locks if locks is not None else KeyedLock()  # across processes with Redis
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fast: dict[str, set[asyncio.Task[None]]] = {}  # fast-path announcements in flight
+        self._removing: set[str] = set()  # removals running here
         # Notifications processed at once: a burst of webhooks (a bulk import, a read-all's
         # READNOTIFICATIONs) must queue here rather than time out against Strapi.
         self._gate = asyncio.Semaphore(SYNC_CONCURRENCY)
@@ -91,9 +101,12 @@ class WebhookDispatcher:
             self._lifecycle.forget(ref.document_id)  # the draft row; the published one says more
             return "forgotten"
         if payload.event in REMOVAL_EVENTS:
+            self._lifecycle.removal_delivered(ref.document_id, ref.id)
             return self._schedule(ref.document_id, Pending(remove=True))
         if payload.event not in SYNC_EVENTS:
             return "ignored"
+        if payload.event == PUBLISH_EVENT and payload.entry is not None:
+            self._announce_now(ref.document_id, payload.entry)
         return self._schedule(ref.document_id, Pending(sync=True, announce=payload.event == PUBLISH_EVENT))
 
     def reconcile(self, document_id: str, *, announce: bool) -> str:
@@ -133,6 +146,44 @@ class WebhookDispatcher:
         self._spawn(self._lifecycle.reads_recorded(target["documentId"], readers), "reads")
         return "reads"
 
+    def _announce_now(self, document_id: str, entry: dict[str, Any]) -> None:
+        """The fast path, unless a removal of this notification came first and is not done."""
+        queued = self._queued.get(document_id)
+        if document_id in self._removing or (queued is not None and queued.remove):
+            logger.info(
+                "notification %s: publish delivered during its removal, left to the sync", document_id
+            )
+            return
+        task = asyncio.create_task(
+            self._guarded(self._announce_delivered(document_id, entry), f"announce:{document_id}"),
+            name=f"announce:{document_id}",
+        )
+        self._tasks.add(task)
+        self._fast.setdefault(document_id, set()).add(task)
+        task.add_done_callback(lambda done: self._fast_done(document_id, done))
+
+    async def _announce_delivered(self, document_id: str, entry: dict[str, Any]) -> None:
+        try:
+            await self._lifecycle.announce_delivered(entry)
+        except SharedStateUnavailable as exc:  # the sync announces it once Redis is back
+            logger.warning(
+                "notification %s: Redis unavailable, not announced from its webhook: %s", document_id, exc
+            )
+
+    def _fast_done(self, document_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        running = self._fast.get(document_id)
+        if running is not None:
+            running.discard(task)
+            if not running:
+                del self._fast[document_id]
+
+    async def _fast_finished(self, document_id: str) -> None:
+        """Wait for the fast-path announcements of this notification started before now."""
+        running = self._fast.get(document_id)
+        if running:
+            await asyncio.wait(set(running))
+
     def _schedule(self, document_id: str, wanted: Pending) -> str:
         queued = self._queued.get(document_id)
         if queued is not None:
@@ -159,8 +210,15 @@ class WebhookDispatcher:
         try:
             async with self._locks(document_id):
                 wanted, claimed = self._queued.pop(document_id), True
-                if wanted.remove:
-                    await self._lifecycle.removed(document_id)
+                if wanted.remove:  # publish deliveries from now on come after it: no fast path
+                    self._removing.add(document_id)
+                try:
+                    # Fast-path announcements delivered before this work come before it.
+                    await self._fast_finished(document_id)
+                    if wanted.remove:
+                        await self._lifecycle.removed(document_id)
+                finally:
+                    self._removing.discard(document_id)
                 if wanted.sync:
                     await self._sync_with_retries(document_id, wanted.announce)
         finally:
