@@ -136,6 +136,7 @@ class NotificationLifecycle:
         """
         told = await self._told.pop(document_id)
         self._seen.forget(document_id)
+        self._unconfirmed.pop(document_id, None)  # nothing left for a sync to take back
         await self._notifier.removed(document_id, told)
 
     async def reads_recorded(self, document_id: str, user_ids: set[int]) -> None:
@@ -292,14 +293,15 @@ class NotificationLifecycle:
     async def _retract(self, document_id: str, published_id: int) -> None:
         """Announced from a delivery, found unpublished by the re-read: take it back."""
         told = await self._told.pop(document_id)
-        if told:
-            await self._notifier.removed(document_id, told)
+        if not told:
+            return
+        await self._notifier.removed(document_id, told)
         logger.info(
             "notification %s: row %d was announced from its webhook but is no longer published;"
             " told %d users it is removed",
             document_id,
             published_id,
-            len(told or ()),
+            len(told),
         )
 
     async def _announce(self, published: Document, audience: set[int] | None = None) -> None:

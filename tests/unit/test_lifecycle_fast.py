@@ -292,3 +292,16 @@ async def test_fast_path_in_one_process_and_sync_in_another_share_the_redis_ledg
 
     told = sorted(uid for n in notifiers for users, _ in n.calls for uid in users)
     assert told == sorted(EVERYONE)
+
+
+async def test_fast_path_announcement_removed_by_its_unpublish_webhook_is_not_removed_twice(
+    fake: FakeStrapi, lifecycle: NotificationLifecycle, notifier: Notifier
+) -> None:
+    fake.create(publish=True, users={1, 2})
+    await lifecycle.announce_delivered(delivery(fake))
+    del fake.published[DOC]
+    await lifecycle.removed(DOC)  # the unpublish delivery
+
+    await lifecycle.sync(DOC, announce=True)
+
+    assert notifier.removals == [(DOC, {1, 2})]
