@@ -1,8 +1,9 @@
 """From an accepted webhook to background work.
 
 Strapi waits at most 10 s for a webhook and never retries, so the receiver answers at once and the
-work runs here: one notification at a time (per documentId), deliveries that arrive while one is
-waiting are folded into it, and a Strapi outage is retried with backoff before it is logged as lost.
+work runs here: one notification at a time (per documentId), starting a moment (`settle`) after
+its first delivery; deliveries that arrive while one is waiting are folded into it, and a Strapi
+outage is retried with backoff before it is logged as lost.
 
 An `entry.publish` delivery is also announced at once from its entry (the fast path, see
 `webhooks/lifecycle.py`), beside that serialized work rather than queued behind it: it only claims
@@ -29,12 +30,17 @@ from adapter.settings import Settings
 from webhooks.lifecycle import NotificationLifecycle
 from webhooks.models import WebhookPayload
 
-__all__ = ["DEFAULT_RETRY_DELAYS", "Pending", "WebhookDispatcher"]
+__all__ = ["DEFAULT_RETRY_DELAYS", "DEFAULT_SETTLE_SECONDS", "Pending", "WebhookDispatcher"]
 
 logger = logging.getLogger(__name__)
 
 SYNC_CONCURRENCY = 8
 DEFAULT_RETRY_DELAYS = (0.5, 2.0, 5.0, 10.0)
+# A notification's work starts this long after its first delivery: Strapi sends a REST publish's
+# deliveries (entry.create or entry.update, then entry.publish) together, so they fold into one
+# pass, whose re-reads no longer compete with the publication's fan-out (announced at once from
+# the publish delivery) nor with the Strapi still busy with that publication.
+DEFAULT_SETTLE_SECONDS = 0.25
 PUBLISH_EVENT = "entry.publish"
 DELETE_EVENT = "entry.delete"
 SYNC_EVENTS = frozenset({"entry.create", "entry.update", PUBLISH_EVENT})
@@ -65,6 +71,7 @@ class WebhookDispatcher:
         users: UserDirectory,
         *,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        settle: float = DEFAULT_SETTLE_SECONDS,
         on_change: Callable[[str], None] | None = None,
         locks: LockFactory | None = None,
     ):
@@ -73,6 +80,7 @@ class WebhookDispatcher:
         self._lifecycle = lifecycle
         self._users = users
         self._retry_delays = tuple(retry_delays)
+        self._settle = settle
         self._queued: dict[str, Pending] = {}
         self._locks: LockFactory = locks if locks is not None else KeyedLock()  # across processes with Redis
         self._tasks: set[asyncio.Task[None]] = set()
@@ -208,6 +216,8 @@ class WebhookDispatcher:
     async def _run(self, document_id: str) -> None:
         claimed = False
         try:
+            if self._settle:
+                await asyncio.sleep(self._settle)  # deliveries meanwhile fold into this one
             async with self._locks(document_id):
                 wanted, claimed = self._queued.pop(document_id), True
                 if wanted.remove:  # publish deliveries from now on come after it: no fast path

@@ -112,6 +112,7 @@ def make_dispatcher(lifecycle: FakeLifecycle, users: FakeUsers | None = None) ->
         lifecycle,  # type: ignore[arg-type]
         users or FakeUsers(),  # type: ignore[arg-type]
         retry_delays=(0.01, 0.01),
+        settle=0,
     )
 
 
@@ -284,6 +285,28 @@ async def test_dispatch_other_events_are_not_announced_from_the_delivery(event: 
     await dispatcher.drain(5)
 
     assert lifecycle.delivered == []
+
+
+async def test_dispatch_rest_publish_deliveries_settle_into_one_sync_after_the_announcement() -> None:
+    # A REST publish: Strapi sends entry.create, then entry.publish a moment later.
+    lifecycle = FakeLifecycle()
+    dispatcher = WebhookDispatcher(
+        make_settings(),
+        lifecycle,  # type: ignore[arg-type]
+        FakeUsers(),  # type: ignore[arg-type]
+        settle=0.2,
+    )
+
+    outcomes = [dispatcher.dispatch(payload("entry.create"))]
+    await asyncio.sleep(0.05)
+    outcomes.append(dispatcher.dispatch(payload("entry.publish")))
+    await asyncio.sleep(0.01)
+    announced_at_once, synced_at_once = len(lifecycle.announced), len(lifecycle.syncs)
+    await dispatcher.drain(5)
+
+    assert outcomes == ["queued", "coalesced"]
+    assert (announced_at_once, synced_at_once) == (1, 0)
+    assert lifecycle.finished == [(DOC, True)]  # one pass re-reads Strapi, not two
 
 
 async def test_dispatch_fast_path_does_not_wait_for_a_running_sync() -> None:
