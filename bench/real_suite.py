@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 
@@ -102,6 +103,29 @@ class StrapiLog:
             await asyncio.sleep(quiet)
         log.warning("Strapi kept logging requests for %.0f s", within)
         return within
+
+    def users_asked(self, mark: int) -> dict[str, int]:
+        """Users named by requests since `mark`: `GET /api/users/:id`, or an id filter on
+        `GET /api/users` (a batched check), as Strapi logged them (with their query strings)."""
+        with self.path.open("rb") as handle:
+            handle.seek(mark)
+            text = handle.read().decode(errors="replace")
+        asked: Counter[int] = Counter()
+        for match in LOG_LINE.finditer(text):
+            if match.group(1) != "GET":
+                continue
+            path, _, query = match.group(2).partition("?")
+            if one := re.fullmatch(r"/api/users/(\d+)", path):
+                asked[int(one.group(1))] += 1
+            elif path == "/api/users" and query:
+                for key, value in parse_qsl(query):
+                    if re.fullmatch(r".*\[id\]\[\$(in|eq)\](\[\d+\])?", key) and value.isdecimal():
+                        asked[int(value)] += 1
+        return {
+            "total": sum(asked.values()),
+            "distinct": len(asked),
+            "max_per_user": max(asked.values(), default=0),
+        }
 
     async def since(self, mark: int, settle: float = 0.5) -> Counter[str]:
         await asyncio.sleep(settle)  # Strapi writes the line when it answers
@@ -299,6 +323,7 @@ class RealBench:
         within = STORM_AFTERMATH_S * 2 if connected["failed"] else 300.0
         busy = await self.strapi_log.quiesce(server=server, within=within)
         requests = await self.strapi_log.since(mark, settle=0)
+        asked = self.strapi_log.users_asked(mark)
         total = sum(requests.values())
         out["storm"] = {
             "clients": len(users),
@@ -312,7 +337,9 @@ class RealBench:
             "strapi_requests": dict(requests),
             "strapi_requests_total": total,
             "requests_per_user": round(total / len(users), 3),
-            "lookups_per_user": round(requests.get("GET /api/users/:id", 0) / len(users), 3),
+            "users_asked": asked,  # the issue's "asking Strapi about each user at most once"
+            "lookups_per_user": round(asked["total"] / len(users), 3),
+            "max_lookups_of_one_user": asked["max_per_user"],
             "strapi_busy_for_s": round(max(busy, 0.0) + seconds, 1),
             "strapi_busy_capped": busy >= within,
         }
