@@ -1,7 +1,7 @@
 """`python -m bench`: run the benchmark suite, print a table, write bench/results/latest.json.
 
     python -m bench                 # everything, default sizes (see bench/README.md for run times)
-    python -m bench --quick         # 1k clients only, smaller storms
+    python -m bench --quick         # 1k clients only, smaller storms (about 3 minutes)
     python -m bench --scenarios fanout,memory --sizes 1000,10000 --servers sidecar,node
     python -m bench --no-real       # only the fake-Strapi scenarios (no Strapi process)
 
