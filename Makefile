@@ -54,9 +54,11 @@ demo: install e2e-deps
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
 
-# The benchmark suite (bench/README.md): fan-out, connections, storms and reads, for the sidecar
-# and a Node socket.io baseline, against a fast fake Strapi and the real one. Flags: BENCH_ARGS.
+# The benchmark suite (bench/README.md): fan-out, connections, storms, reads and scale-out (2
+# processes sharing a Redis), for the sidecar and a Node socket.io baseline, against a fast fake
+# Strapi and the real one. Flags: BENCH_ARGS.
 bench: install
 	bash strapi-fixtures/install.sh
 	bash bench/install.sh
+	@command -v redis-server >/dev/null || (set -x; apt-get update && apt-get install -y redis-server)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -41,9 +41,10 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 PROBE_METHOD = "sidecar-probe"
 PROBE_PREFIX = json.dumps({"method": PROBE_METHOD})[:-1].encode()  # b'{"method": "sidecar-probe"'
 
-# Called with (event, room or rooms) for each emit another process published: the gateway keeps
-# per-process bookkeeping (unread counts) for the sockets it holds. Must not block.
-RemoteEmit = Callable[[str, Any], None]
+# Called with (event, room or rooms, data: the emit's arguments as a list) for each emit another
+# process published: the gateway keeps per-process bookkeeping (unread counts) for the sockets it
+# holds. Must not block.
+RemoteEmit = Callable[[str, Any, Any], None]
 
 
 class WatchedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
@@ -148,7 +149,7 @@ class WatchedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         await super()._handle_emit(message)
         if message.get("host_id") != self.host_id and self.on_remote_emit is not None:
             try:
-                self.on_remote_emit(message["event"], message.get("room"))
+                self.on_remote_emit(message["event"], message.get("room"), message.get("data"))
             except Exception:
                 logger.exception("handling an emit from another process failed")
 

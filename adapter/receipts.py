@@ -8,7 +8,8 @@ One READNOTIFICATION document per notification holds every user who read it:
 
 Made exact under load:
 - the notification (its documentId, `allUsers` and audience) is read once and cached briefly, so
-  a burst of reads asks Strapi once to resolve it;
+  a burst of reads asks Strapi once to resolve it; one this process has just announced is not
+  read at all by the users it was announced to (`announced`);
 - writes for one notification are serialized (one lock per notification: in-process, or shared
   through Redis), and reads that arrive while a write is in flight are joined into the next
   single write (`connect: [many users]`): a burst of N reads costs a handful of requests;
@@ -25,7 +26,7 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -51,6 +52,7 @@ CONTEXT_FIND = "find notification"
 CONTEXT_MERGE = "merge duplicate read notifications"
 TARGET_TTL = 5.0  # seconds a resolved notification (audience) is trusted; webhooks invalidate it
 TARGET_MEMORY = 10_000
+ANNOUNCED_TTL = 60.0  # seconds the users a notification was announced to may read it unchecked
 SMALL_BATCH = 50  # up to this many users, the readers lookup is filtered to them
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)
 
@@ -60,16 +62,25 @@ LockFactory = Callable[[str], AbstractAsyncContextManager[Any]]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A published notification as far as reads need it."""
+    """A published notification as far as reads need it.
+
+    `partial`: known from an announcement, `audience` holds those it was announced to (maybe not
+    all of it): for anyone else, ask Strapi.
+    """
 
     document_id: str
     numeric_id: int | None
     all_users: bool
     audience: frozenset[int]
     expires: float
+    partial: bool = False
 
     def addresses(self, user_id: int) -> bool:
         return self.all_users or user_id in self.audience
+
+    def answers_for(self, user_id: int, now: float) -> bool:
+        """Whether this cached view can decide a read by the user without asking Strapi."""
+        return self.expires > now and (not self.partial or user_id in self.audience)
 
 
 @dataclass(slots=True)
@@ -153,6 +164,19 @@ class ReadReceipts:
         self.readers.add(target.document_id, {user_id})
         return ReadResult(target.document_id, already_read=already)
 
+    def announced(self, document_id: str, numeric_id: int | None, user_ids: Iterable[int]) -> None:
+        """The published notification was just announced to `user_ids` (by this process or, with
+        REDIS_URL, another): their reads of it in the next ANNOUNCED_TTL seconds need not ask
+        Strapi whether it is published and theirs. A webhook about it drops that (`invalidate`)."""
+        now = time.monotonic()
+        audience = frozenset(user_ids)
+        cached = self._targets.get(document_id)
+        if cached is not None and cached.expires > now:
+            audience |= cached.audience
+        self._store(Target(document_id, numeric_id, False, audience, now + ANNOUNCED_TTL, partial=True))
+        if numeric_id is not None:
+            self._known_ids.remember(numeric_id, document_id)
+
     def invalidate(self, document_id: str) -> None:
         """The notification changed (a webhook): resolve it from Strapi again next time."""
         self._targets.pop(document_id, None)
@@ -221,7 +245,7 @@ class ReadReceipts:
         # published row on every publish): those are looked up by their documentId.
         document_id = ref if isinstance(ref, str) else self._known_ids.document_id(ref)
         cached = self._targets.get(document_id) if document_id is not None else None
-        if cached is not None and cached.expires > time.monotonic():
+        if cached is not None and cached.answers_for(user_id, time.monotonic()):
             return cached
         key: int | str = document_id if document_id is not None else ref
         task = self._resolving.get(key)
@@ -251,13 +275,18 @@ class ReadReceipts:
         )
         if self._invalidated.get(target.document_id, -1) > started:
             return target  # changed while it was being read: good for this read, not for the cache
-        self._targets[target.document_id] = target
-        self._targets.move_to_end(target.document_id)
-        while len(self._targets) > TARGET_MEMORY:
-            self._targets.popitem(last=False)
+        self._store(target)
         if target.numeric_id is not None:
             self._known_ids.remember(target.numeric_id, target.document_id)
         return target
+
+    def _store(self, target: Target) -> None:
+        """Cache a target; drop the oldest beyond TARGET_MEMORY, and expired ones at the front."""
+        self._targets[target.document_id] = target
+        self._targets.move_to_end(target.document_id)
+        now = time.monotonic()
+        while len(self._targets) > TARGET_MEMORY or next(iter(self._targets.values())).expires <= now:
+            self._targets.popitem(last=False)
 
     async def _find_published(self, ref: int | str) -> Document | None:
         key = "id" if isinstance(ref, int) else "documentId"

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
 
     # The webhook Strapi calls: `Authorization: Bearer <WEBHOOK_SECRET>`.
     webhook_secret: SecretStr
-    webhook_max_body_bytes: int = Field(1_048_576, gt=0)
+    # Strapi puts every selected user in a notification's webhook (~290 bytes each): 16 MiB is
+    # ~55,000 users. The body is read only after the secret is checked, and never beyond this.
+    webhook_max_body_bytes: int = Field(16_777_216, gt=0)
 
     # Where the sidecar listens.
     sidecar_host: str = "127.0.0.1"

@@ -26,7 +26,7 @@ from adapter.errors import AuthError, AuthUnavailable, InvalidPayload, ReadError
 from adapter.inbox import Inbox, InboxPage, parse_cursor
 from adapter.limits import FailureThrottle, RateLimiter
 from adapter.metrics import Metrics
-from adapter.notifications import wire_payload
+from adapter.notifications import Ledger, wire_payload
 from adapter.receipts import ReadReceipts, parse_notification_ref
 from adapter.settings import Settings
 
@@ -72,7 +72,13 @@ class SocketGateway:
         self._inbox = inbox
         self._metrics = metrics
         self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
-        self._unread: dict[int, int] = {}  # last unread count sent, per connected user
+        # The unread count of each user connected here: exact from Strapi at catch-up and at
+        # notification:sync, then kept by deltas (a new notification +1, a read -1), so a read
+        # costs Strapi nothing more. `_counted`: which reads each count has taken in already
+        # (documentId -> users here), so an echo seen twice (a webhook of a read another process
+        # recorded) is not subtracted twice.
+        self._unread: dict[int, int] = {}
+        self._counted = Ledger(settings.emitted_ledger_size)
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
         self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
@@ -213,22 +219,38 @@ class SocketGateway:
         """Emit the notification event to each user's room, in one call. Returns the room count."""
         users = sorted(user_ids)
         await self._emit(self._settings.event_notification, payload, users)
+        self._announced(payload, users)
         await self._bump_unread(users)
         return len(users)
 
-    def emitted_elsewhere(self, event: str, rooms: object) -> None:
+    def emitted_elsewhere(self, event: str, rooms: object, data: object = None) -> None:
         """Another process emitted `event` to `rooms` (REDIS_URL): its sockets here got it too;
-        keep their unread counts right, as that process does for its own."""
+        keep their unread counts right, as that process does for its own.
+
+        `data`: the emit's arguments (a list); a read echo's documentIds are taken from it.
+        """
         s = self._settings
         named = _users_of_rooms(rooms, s.room_prefix)
         users = list(self._sockets) if named is None else named
+        payload = data[0] if isinstance(data, list) and len(data) == 1 else None
         if event == s.event_notification:
+            if named is not None and isinstance(payload, dict):
+                self._announced(payload, named)
             self._spawn(self._bump_unread(users))
-        elif event in (s.event_removed, s.event_read_echo, s.event_read_all):
+        elif event in (s.event_read_echo, s.event_read_all):
+            read = _documents_of_echo(payload)
+            self._spawn(self._count_reads(users, read) if read is not None else self.recount(users))
+        elif event == s.event_removed:
+            if isinstance(payload, dict) and isinstance(payload.get("documentId"), str):
+                self._receipts.invalidate(payload["documentId"])
             self._spawn(self.recount(users))
 
     async def removed(self, document_id: str, user_ids: Iterable[int] | None) -> None:
-        """A notification was deleted or unpublished: tell its audience (everyone if unknown)."""
+        """A notification was deleted or unpublished: tell its audience (everyone if unknown).
+
+        The counts of the users connected here are asked from Strapi again: whether the
+        notification was still unread for each of them is not known here (removals are rare).
+        """
         payload = {"documentId": document_id}
         if user_ids is None:
             await self._sio.emit(self._settings.event_removed, payload)
@@ -301,7 +323,7 @@ class SocketGateway:
         await self._echo_read_to([user_id], document_ids, skip_sid=skip_sid)
 
     async def _echo_read_to(self, users: list[int], document_ids: list[str], *, skip_sid: str | None) -> None:
-        """Tell users' sockets (but the one that asked) what they read; then fresh counts."""
+        """Tell users' sockets (but the one that asked) what they read; then their new counts."""
         rooms = [self._settings.room_for(user_id) for user_id in users]
         if rooms and document_ids:
             if len(document_ids) == 1:
@@ -312,7 +334,41 @@ class SocketGateway:
                 payload = {"documentIds": document_ids, "marked": len(document_ids)}
             await self._sio.emit(event, payload, to=rooms, skip_sid=skip_sid)
             self._metrics.emits.labels(event).inc()
-        await self.recount(users)
+        await self._count_reads(users, document_ids)
+
+    async def _count_reads(self, users: Iterable[int], document_ids: list[str]) -> None:
+        """`users` read `document_ids` (newly recorded): one unread fewer for each, for the users
+        connected here, each read taken in once, never below 0."""
+        changed: dict[int, list[int]] = defaultdict(list)
+        for user_id in users:
+            if user_id not in self._sockets:
+                continue
+            fresh = 0
+            for document_id in document_ids:
+                counted = self._counted.get(document_id)
+                if counted is None:
+                    self._counted.put(document_id, {user_id})
+                elif user_id not in counted:
+                    counted.add(user_id)
+                    self._counted.put(document_id, counted)
+                else:
+                    continue
+                fresh += 1
+            before = self._unread.get(user_id)
+            if before is None or not fresh:  # before the catch-up: it brings the exact count
+                continue
+            after = max(0, before - fresh)
+            if after != before:
+                self._unread[user_id] = after
+                changed[after].append(user_id)
+        for count, group in changed.items():
+            await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+
+    def _announced(self, payload: dict[str, Any], users: list[int]) -> None:
+        """Reads of a notification just announced to `users` need not look it up in Strapi."""
+        document_id, numeric_id = payload.get("documentId"), payload.get("id")
+        if isinstance(document_id, str) and users:
+            self._receipts.announced(document_id, numeric_id if isinstance(numeric_id, int) else None, users)
 
     async def _bump_unread(self, users: list[int]) -> None:
         """A new notification for `users`: one more unread, for those connected here."""
@@ -427,6 +483,16 @@ def _users_of_rooms(rooms: object, prefix: str) -> list[int] | None:
     names = [rooms] if isinstance(rooms, str) else rooms if isinstance(rooms, list) else []
     ids = [name[len(prefix) :] for name in names if isinstance(name, str) and name.startswith(prefix)]
     return [int(value) for value in ids if value.isdecimal()]
+
+
+def _documents_of_echo(payload: object) -> list[str] | None:
+    """The documentIds of a read echo (`{documentId}` or `{documentIds}`)."""
+    if not isinstance(payload, dict):
+        return None
+    ids = payload.get("documentIds", [payload.get("documentId")])
+    if not isinstance(ids, list) or not all(isinstance(value, str) for value in ids):
+        return None
+    return ids
 
 
 def _query_value(environ: dict[str, Any], name: str) -> str | None:

@@ -1,12 +1,13 @@
 """`python -m bench`: run the benchmark suite, print a table, write bench/results/latest.json.
 
-    python -m bench                 # everything, default sizes (14-17 min on a 2-core VM today)
-    python -m bench --quick         # 1k clients only, smaller storms (about 4 minutes)
+    python -m bench                 # everything, default sizes (see bench/README.md for run times)
+    python -m bench --quick         # 1k clients only, smaller storms (about 3 minutes)
     python -m bench --scenarios fanout,memory --sizes 1000,10000 --servers sidecar,node
     python -m bench --no-real       # only the fake-Strapi scenarios (no Strapi process)
 
-Scenarios: fanout, memory, connect (one connection phase), storm, reads (fake Strapi), real
-(publication and read storm against the real Strapi in strapi-fixtures/). See bench/README.md.
+Scenarios: fanout, memory, connect (one connection phase), storm, reads, scaleout (1 vs 2 sidecar
+processes sharing a Redis; fake Strapi), real (publication and read storm against the real Strapi
+in strapi-fixtures/). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bench.procs import RESULTS, Secrets, raise_fd_limit, sign_tokens
 from bench.real_suite import RealBench, RealOptions
 from bench.report import render_table
 
-SCENARIOS = ("fanout", "memory", "connect", "storm", "reads", "real")
+SCENARIOS = ("fanout", "memory", "connect", "storm", "reads", "scaleout", "real")
 log = logging.getLogger("bench")
 
 
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default="sidecar,node", help="sidecar, node or both")
     parser.add_argument("--sizes", type=_ints, help="fan-out sizes (default 1000,5000,10000)")
     parser.add_argument("--rounds", type=int, help="measured publications per size (default 3)")
+    parser.add_argument(
+        "--scaleout-sizes", type=_ints, help="fan-out sizes for 1 vs 2 processes (default 5000,10000)"
+    )
     parser.add_argument("--storm", type=int, help="clients in the connect storm (default 2000)")
     parser.add_argument("--reads", type=int, help="readers in the fake-Strapi read storm (default 1000)")
     parser.add_argument("--real-users", type=int, help="audience of the real publication (default 2000)")
@@ -55,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connect-deadline",
         type=float,
-        default=240.0,
+        default=150.0,
         help="seconds a paced connection phase may take; clients not tried by then are left out",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs of the sidecar")
@@ -65,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.sizes = args.sizes or ([1000] if quick else [1000, 5000, 10000])
     args.rounds = args.rounds or (2 if quick else 3)
+    args.scaleout_sizes = args.scaleout_sizes or ([max(args.sizes)] if quick else [5000, 10000])
     args.storm = args.storm or (1000 if quick else 2000)
     args.reads = args.reads or (300 if quick else 1000)
     args.real_users = args.real_users or (500 if quick else 2000)
@@ -96,6 +101,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "scenarios": sorted(args.chosen),
             "servers": args.server_list,
             "sizes": args.sizes,
+            "scaleout_sizes": args.scaleout_sizes,
             "rounds": args.rounds,
             "storm": args.storm,
             "reads": args.reads,
@@ -108,7 +114,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     fake_scenarios = args.chosen - {"real"}
     if fake_scenarios:
-        count = max([*args.sizes, args.storm, args.reads])
+        count = max([*args.sizes, *args.scaleout_sizes, args.storm, args.reads])
         tokens = sign_tokens(secrets_.jwt_secret, range(1, count + 200))
         options = FakeOptions(
             servers=args.server_list,
@@ -120,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             scenarios=fake_scenarios,
             profile=args.profile,
             connect_deadline=args.connect_deadline,
+            scaleout_sizes=args.scaleout_sizes,
         )
         t0 = time.monotonic()
         bench = FakeBench(options, secrets_, tokens)
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     limit = raise_fd_limit()
-    needed = max([*args.sizes, args.storm]) + 1000
+    needed = max([*args.sizes, *args.scaleout_sizes, args.storm]) + 1000
     if limit < needed:
         log.warning("open-file limit is %d; %d clients need more (raise `ulimit -n`)", limit, needed)
     load = os.getloadavg()[0]

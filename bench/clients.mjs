@@ -6,9 +6,12 @@
 // Commands (each may carry a `ref`, echoed in its answer):
 //   {cmd: "setup", url, users: [[id, token], ...], event, track} -> {type: "setup", count}
 //        `track`: event names whose first arrival after each connect is timed (awaitEvent)
-//   {cmd: "connect", concurrency, timeoutMs, deadlineMs}       -> {type: "connect", ok, failed, skipped,
-//        errors, start, end, lat}   connects every client not connected, `concurrency` at a time
-//        (0: all at once); after `deadlineMs` no new attempt starts (they count as skipped)
+//   {cmd: "connect", concurrency, timeoutMs, deadlineMs, limit, phase}
+//                                                              -> {type: "connect", ok, failed, skipped,
+//        errors, start, end, lat, left}   connects every client not connected, `concurrency` at a
+//        time (0: all at once); after `deadlineMs` no new attempt starts (they count as skipped);
+//        `limit`: at most that many clients this time; `phase`: a client already tried in this
+//        phase is not tried again (`left`: clients not tried yet in the phase)
 //   {cmd: "await", key, expect, timeoutMs}                     -> {type: "await", count, dups, times,
 //        sample}  waits until `expect` clients (default: every connected one) received the
 //        event whose payload.documentId is `key`
@@ -119,8 +122,10 @@ function connectOne(client, timeoutMs) {
   });
 }
 
-async function connectAll({ concurrency = 0, timeoutMs = 30000, deadlineMs = 0 }) {
-  const todo = clients.filter((client) => !client.connected);
+async function connectAll({ concurrency = 0, timeoutMs = 30000, deadlineMs = 0, limit = 0, phase = null }) {
+  let todo = clients.filter((client) => !client.connected && (phase === null || client.phase !== phase));
+  if (limit) todo = todo.slice(0, limit);
+  if (phase !== null) for (const client of todo) client.phase = phase;
   const start = now();
   const results = [];
   let skipped = 0;
@@ -152,6 +157,7 @@ async function connectAll({ concurrency = 0, timeoutMs = 30000, deadlineMs = 0 }
     start,
     end: results.length ? Math.max(...results.map((result) => result.at)) : start,
     lat: ok.map((result) => Math.round(result.lat * 100) / 100),
+    left: clients.filter((client) => !client.connected && (phase === null || client.phase !== phase)).length,
   };
 }
 

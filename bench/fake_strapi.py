@@ -5,7 +5,7 @@
 Routes, answered in Strapi 5.54's shapes (checked against the fixture):
     GET  /_health                                  204
     GET  /api/users/count                          the number of users
-    GET  /api/users?filters&fields&start&limit     users (ids 1..N), bare JSON array
+    GET  /api/users?fields&start&limit&sort        users (ids 1..N), bare JSON array
     GET  /api/users/:id                            one user, or 404
     GET  /api/notifications?filters&sort&...       find: {data, meta: {pagination}}
     GET  /api/notifications/:documentId?status=    one version, or 404
@@ -254,6 +254,7 @@ class FakeStrapi:
         self.notifications: dict[str, dict[str, Json]] = {}  # documentId -> {"draft"|"published": doc}
         self.reads: dict[str, Json] = {}  # documentId -> READNOTIFICATION
         self.duplicate_connects = 0
+        self.users_asked: Counter[int] = Counter()  # user id -> times a request named it
         self._next_id = 1_000_000
         self._encoded: dict[tuple[str, str, str], bytes] = {}
 
@@ -356,6 +357,7 @@ class FakeStrapi:
         if refused := self._count(request, "/api/users/:id"):
             return refused
         user_id = int(request.path_params["user_id"])
+        self.users_asked[user_id] += 1
         if not 1 <= user_id <= self.users:
             return _error(404, "NotFoundError", "Not Found")
         return JSONResponse(self.user(user_id))
@@ -366,18 +368,22 @@ class FakeStrapi:
         query = parse_qs_nested(request.query_params.multi_items())
         start = int(query.get("start") or 0)
         limit = int(query.get("limit") or 100)
-        ids = self._user_ids(query.get("filters"))[start : start + limit]
-        return JSONResponse([self._user_view(uid, query.get("fields")) for uid in ids])
-
-    def _user_ids(self, filters: Any) -> list[int]:
-        """Ids of the users matching `filters`, ascending (every user is `self.user(id)`)."""
-        everyone = range(1, self.users + 1)
+        filters = query.get("filters")
         if not filters:
-            return list(everyone)
-        wanted = filters.get("id") if isinstance(filters, dict) and len(filters) == 1 else None
-        if isinstance(wanted, dict) and list(wanted) == ["$in"]:  # the fast path: a batch of ids
-            return sorted({uid for uid in map(_int, _as_list(wanted["$in"])) if uid in everyone})
-        return [uid for uid in everyone if matches(self.user(uid), filters, lambda doc, key: doc.get(key))]
+            ids: Iterable[int] = range(start + 1, min(self.users, start + limit) + 1)
+            return JSONResponse([self._user_view(uid, query.get("fields")) for uid in ids])
+        # Filtered (a batched user check: filters[id][$in]=...): the ids named are the users asked
+        # about; without an id condition, every user is a candidate.
+        named = _named_ids(filters)
+        self.users_asked.update(named)
+        candidates = sorted(set(named)) if named else range(1, self.users + 1)
+        found = [
+            uid for uid in candidates if 1 <= uid <= self.users and matches(self.user(uid), filters, _plain)
+        ]
+        if str(query.get("sort") or "id:asc").endswith(":desc"):
+            found.reverse()
+        page = found[start : start + limit]
+        return JSONResponse([self._user_view(uid, query.get("fields")) for uid in page])
 
     # -- notifications -----------------------------------------------------------------------
 
@@ -529,11 +535,21 @@ class FakeStrapi:
 
     async def stats(self, request: Request) -> Response:
         return JSONResponse(
-            {"counts": dict(self.counts), "total": sum(self.counts.values()), "at": time.time()}
+            {
+                "counts": dict(self.counts),
+                "total": sum(self.counts.values()),
+                "at": time.time(),
+                "users_asked": {
+                    "total": sum(self.users_asked.values()),
+                    "distinct": len(self.users_asked),
+                    "max_per_user": max(self.users_asked.values(), default=0),
+                },
+            }
         )
 
     async def reset(self, request: Request) -> Response:
         self.counts.clear()
+        self.users_asked.clear()
         return JSONResponse({"ok": True})
 
     async def clear(self, request: Request) -> Response:
@@ -545,6 +561,25 @@ class FakeStrapi:
 
 def _plain(doc: Json, field: str) -> Any:
     return doc.get(field)
+
+
+def _named_ids(filters: Any) -> list[int]:
+    """The user ids a filter names by `id` ($eq, $in), at any depth of $and/$or."""
+    found: list[int] = []
+    if isinstance(filters, list):
+        for item in filters:
+            found += _named_ids(item)
+    elif isinstance(filters, dict):
+        for key, value in filters.items():
+            if key == "id":
+                condition = value if isinstance(value, dict) else {"$eq": value}
+                for operator in ("$eq", "$in"):
+                    for item in _as_list(condition.get(operator)) if operator in condition else []:
+                        if (uid := _int(item)) is not None:
+                            found.append(uid)
+            elif key in ("$and", "$or"):
+                found += _named_ids(value)
+    return found
 
 
 def _connected_ids(relation: Any) -> list[Any]:

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import resource
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,10 +34,13 @@ CLIENTS_JS = BENCH / "clients.mjs"
 NODE_SERVER_JS = BENCH / "node-baseline" / "server.mjs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SYNC_EVENT = "notification:sync"  # the sidecar's catch-up, sent right after a connect
-# Handshakes in flight across a fleet when clients connect at a steady pace (not a storm). More
-# makes the sidecar slower, not faster (2,000 clients, quiet machine: 85/s with 4 in flight, 65/s
-# with 10, 59/s with 20, 53/s with 50); see bench/README.md.
+# Handshakes in flight across a fleet when clients connect at a steady pace (not a storm): paced
+# phases start with this many and adapt (Fleet.connect_paced): a server that handles more at once
+# gets more, one that slows down with more in flight (the sidecar did: 85/s with 4 in flight, 53/s
+# with 50) gets fewer. See bench/README.md, Connect pacing.
 CONNECT_CONCURRENCY = 4
+CONNECT_MAX_IN_FLIGHT = 128
+CONNECT_BATCH_SECONDS = 2.0  # each paced batch is about this long at the best rate seen so far
 
 
 def now_ms() -> float:
@@ -80,6 +85,41 @@ def sign_tokens(secret: str, user_ids: Iterable[int], ttl: int = 4 * 3600) -> di
         uid: jwt.encode({"id": uid, "iat": issued, "exp": issued + ttl}, secret, algorithm="HS256")
         for uid in user_ids
     }
+
+
+RATE_MEMORY = 6  # batches after which a rate measured at some number of slots is measured again
+
+
+def _next_slots(
+    rates: dict[int, tuple[float, int]], slots: int, rate: float, failed: bool, batch: int, most: int
+) -> int:
+    """Hill-climbing on the handshake rate: the slots (handshakes in flight) for the next batch.
+
+    A failed handshake halves them. Otherwise the best known rate among half, the same and double
+    the slots wins; double is tried when it is unknown (or measured over RATE_MEMORY batches ago)
+    and the rate has not fallen from half the slots to these. Rates are smoothed per level.
+    """
+    old = rates.get(slots)
+    smoothed = rate if old is None or batch - old[1] > RATE_MEMORY else (old[0] + rate) / 2
+    rates[slots] = (smoothed, batch)
+    if failed:
+        return max(1, slots // 2)
+
+    def known(level: int) -> float | None:
+        entry = rates.get(level)
+        return entry[0] if entry is not None and batch - entry[1] <= RATE_MEMORY else None
+
+    down, up = max(1, slots // 2), min(most, slots * 2)
+    below = known(down) if down != slots else None
+    above = known(up) if up != slots else None
+    if up != slots and above is None and (below is None or smoothed >= 0.9 * below):
+        return up
+    options = [(smoothed, slots)]
+    if below is not None:
+        options.append((below, down))
+    if above is not None:
+        options.append((above, up))
+    return max(options)[1]
 
 
 class ManagedProcess:
@@ -167,6 +207,38 @@ class FakeStrapiProcess(ManagedProcess):
         await self.wait_http(f"{self.url}/_health")
 
 
+class RedisProcess(ManagedProcess):
+    """A throw-away `redis-server` on a free port: nothing saved, nothing appended."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no"]
+        super().__init__("redis", argv, {})
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        super().start()
+
+    async def ready(self, within: float = 15.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"redis-server exited early:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"PING\r\n")
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.readline(), 2)
+                writer.close()
+                if answer.startswith(b"+PONG"):
+                    return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"redis-server did not answer PING within {within:.0f} s:\n{self.log_tail()}")
+
+
 @dataclass
 class Secrets:
     api_token: str
@@ -223,7 +295,14 @@ class NodeServer(ServerUnderTest):
 
 
 def make_server(
-    kind: str, port: int, strapi_url: str, secrets: Secrets, tag: str, *, big_webhooks: bool = True
+    kind: str,
+    port: int,
+    strapi_url: str,
+    secrets: Secrets,
+    tag: str,
+    *,
+    big_webhooks: bool = True,
+    redis_url: str = "",
 ) -> ServerUnderTest:
     """The server under test. `big_webhooks` raises the sidecar's webhook body limit (see below)."""
     if kind == "sidecar":
@@ -232,6 +311,8 @@ def make_server(
         # sends that real shape to 10k users, so it raises the limit; the real-Strapi runs keep
         # the defaults (see bench/README.md).
         settings = {"WEBHOOK_MAX_BODY_BYTES": str(64 * 2**20)} if big_webhooks else {}
+        if redis_url:
+            settings["REDIS_URL"] = redis_url
         return SidecarServer(port, strapi_url, secrets, tag, **settings)
     if kind == "node":
         return NodeServer(port, strapi_url, secrets, tag)
@@ -394,6 +475,92 @@ class Fleet:
             "skipped": sum(a.get("skipped", 0) for a in answers),
             "errors": errors,
             "lat": [lat for a in answers for lat in a["lat"]],
+        }
+
+    async def connect_paced(
+        self,
+        deadline_s: float,
+        *,
+        start: int = CONNECT_CONCURRENCY,
+        most: int = CONNECT_MAX_IN_FLIGHT,
+        timeout_ms: int = 30_000,
+    ) -> dict[str, Any]:
+        """Connect every client not connected yet, in batches whose handshakes in flight adapt.
+
+        Each batch (about CONNECT_BATCH_SECONDS at the best rate so far, at least 8 per slot)
+        measures the handshake rate at its number of handshakes in flight (slots); the next batch
+        takes the best of half, the same and double the slots (see `_next_slots`). No batch starts
+        after `deadline_s`: the clients left are `skipped`. Each client is tried once per call.
+        The same summary as `connect`, plus the batches.
+        """
+        phase = secrets.token_hex(4)
+        statuses = await self.each("status", within=30)
+        left = {
+            id(proc): len(proc.users) - st["connected"] for proc, st in zip(self.procs, statuses, strict=True)
+        }
+        slots, best = max(1, start), 0.0
+        rates: dict[int, tuple[float, int]] = {}  # slots -> (rate, batch it was last measured in)
+        started = now_ms()
+        ok = failed = 0
+        errors: dict[str, int] = {}
+        lat: list[float] = []
+        batches: list[dict[str, Any]] = []
+        end = started
+        while True:
+            active = [proc for proc in self.procs if left[id(proc)] > 0]
+            if not active or (now_ms() - started) / 1000 >= deadline_s:
+                break
+            size = max(8 * slots, 50, int(best * CONNECT_BATCH_SECONDS))
+            share = max(1, -(-size // len(active)))
+            per_process = max(1, slots // len(active))
+            batch_start = now_ms()
+            answers = await asyncio.gather(
+                *(
+                    proc.call(
+                        "connect",
+                        within=timeout_ms / 1000 + 120,
+                        concurrency=per_process,
+                        timeoutMs=timeout_ms,
+                        limit=share,
+                        phase=phase,
+                    )
+                    for proc in active
+                )
+            )
+            batch_ok = sum(a["ok"] for a in answers)
+            batch_failed = sum(a["failed"] for a in answers)
+            batch_end = max(a["end"] for a in answers)
+            end = max(end, batch_end)
+            for proc, answer in zip(active, answers, strict=True):
+                left[id(proc)] = answer["left"]
+                for code, count in answer["errors"].items():
+                    errors[code] = errors.get(code, 0) + count
+                lat += answer["lat"]
+            ok += batch_ok
+            failed += batch_failed
+            seconds = max(batch_end - batch_start, 1.0) / 1000
+            rate = batch_ok / seconds
+            batches.append(
+                {
+                    "in_flight": per_process * len(active),
+                    "tried": batch_ok + batch_failed,
+                    "failed": batch_failed,
+                    "per_second": round(rate, 1),
+                }
+            )
+            best = max(best, rate)
+            slots = _next_slots(rates, slots, rate, bool(batch_failed), len(batches), most)
+        return {
+            "sent": started,
+            "start": started,
+            "end": end,
+            "ok": ok,
+            "failed": failed,
+            "skipped": sum(left.values()),
+            "errors": errors,
+            "lat": lat,
+            "batches": batches,
+            "best_per_second": round(best, 1),
         }
 
     async def await_key(self, key: str, timeout_ms: int) -> dict[str, Any]:

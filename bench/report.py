@@ -107,6 +107,13 @@ def _unless_failed(failed: Any, inner: Check) -> Check:
     return check
 
 
+def _at_least(limit: float) -> Check:
+    def check(s: float | None, n: float | None) -> bool | None:
+        return None if s is None else s >= limit
+
+    return check
+
+
 def _is_true(s: float | None, n: float | None) -> bool | None:
     return None  # booleans are judged in _verdict
 
@@ -123,6 +130,14 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
 
         target, check = ("ratio <= 1.0", _ratio_at_most(1.0)) if size == biggest else ("", None)
         rows += [
+            Row(
+                f"fan-out {size:,}: clients connected",
+                _get(side, "sizes", str(size), "connected"),
+                _get(node, "sizes", str(size), "connected"),
+                f"= {size:,}",
+                _at_least(size),
+                ratio=False,
+            ),
             Row(
                 f"fan-out {size:,}: latency p50 (ms)",
                 pick(side, "latency_ms", "p50"),
@@ -207,6 +222,8 @@ def connection_rows(fake: dict[str, Any], storm_size: int) -> list[Row]:
                 _get(node, "sizes", str(size), "connect", "per_second"),
             )
         )
+    if not (_get(side, "storm") or _get(node, "storm")):
+        return rows
     storm = f"storm {storm_size:,}"
     rows += [
         Row(
@@ -233,17 +250,24 @@ def connection_rows(fake: dict[str, Any], storm_size: int) -> list[Row]:
             _at_most(0),
             ratio=False,
         ),
+        # The issue: "asking Strapi about each user at most once" - the user check: how many
+        # times a request named a user (GET /api/users/:id, or an id filter on GET /api/users).
         Row(
-            f"{storm}: Strapi requests per user (all routes)",
-            _get(side, "storm", "requests_per_user"),
-            _get(node, "storm", "requests_per_user"),
+            f"{storm}: most times Strapi was asked about one user",
+            _get(side, "storm", "max_lookups_of_one_user"),
+            _get(node, "storm", "max_lookups_of_one_user"),
             "<= 1",
             _unless_failed(_get(side, "storm", "failed"), _at_most(1)),
         ),
         Row(
-            f"{storm}: of which user lookups per user",
+            f"{storm}: user checks per user (users asked about / clients)",
             _get(side, "storm", "lookups_per_user"),
             _get(node, "storm", "lookups_per_user"),
+        ),
+        Row(
+            f"{storm}: Strapi requests per user, all routes (info)",
+            _get(side, "storm", "requests_per_user"),
+            _get(node, "storm", "requests_per_user"),
         ),
     ]
     return rows
@@ -342,16 +366,26 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
             ratio=False,
         ),
         Row(
-            f"storm {users:,}: Strapi requests per user (all routes)",
-            _get(side, "storm", "requests_per_user"),
-            _get(node, "storm", "requests_per_user"),
+            f"storm {users:,}: most times Strapi was asked about one user",
+            _get(side, "storm", "max_lookups_of_one_user"),
+            _get(node, "storm", "max_lookups_of_one_user"),
             "<= 1",
             _unless_failed(_get(side, "storm", "failed"), _at_most(1)),
         ),
         Row(
-            f"storm {users:,}: Strapi busy until (s)",
-            _get(side, "storm", "strapi_busy_for_s"),
-            _get(node, "storm", "strapi_busy_for_s"),
+            f"storm {users:,}: user checks per user (users asked about / clients)",
+            _get(side, "storm", "lookups_per_user"),
+            _get(node, "storm", "lookups_per_user"),
+        ),
+        Row(
+            f"storm {users:,}: Strapi requests per user, all routes (info)",
+            _get(side, "storm", "requests_per_user"),
+            _get(node, "storm", "requests_per_user"),
+        ),
+        Row(
+            f"storm {users:,}: Strapi busy until (s; > : stopped waiting)",
+            _busy(_get(side, "storm")),
+            _busy(_get(node, "storm")),
         ),
         Row(
             f"then {users:,} at a steady pace, after a restart (handshakes/s)",
@@ -408,22 +442,137 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
     return rows
 
 
-def _section(title: str, rows: list[Row]) -> list[str]:
+def _busy(storm: Any) -> Any:
+    if not isinstance(storm, dict):
+        return None
+    busy = storm.get("strapi_busy_for_s")
+    return f">{busy:.0f}" if storm.get("strapi_busy_capped") and busy is not None else busy
+
+
+def scaleout_rows(scaleout: dict[str, Any]) -> list[Row]:
+    """1 process (first column) vs 2 processes sharing a Redis; the ratio is 2 processes / 1."""
+    rows: list[Row] = []
+    one, two = scaleout.get("one") or {}, scaleout.get("two") or {}
+    for size in scaleout.get("sizes") or []:
+
+        def pick(result: dict[str, Any], *path: str, size: int = size) -> Any:
+            return _get(result, str(size), "fanout", *path)
+
+        name = f"fan-out {size:,}"
+        rows += [
+            Row(
+                f"{name}: clients connected",
+                _get(one, str(size), "connected") or _get(pick(one, "rounds"), 0, "expected"),
+                _get(two, str(size), "connected"),
+                f"= {size:,}",
+                lambda s, n, size=size: None if n is None else n >= size,
+                ratio=False,
+            ),
+            Row(f"{name}: latency p50 (ms)", pick(one, "latency_ms", "p50"), pick(two, "latency_ms", "p50")),
+            Row(f"{name}: latency p99 (ms)", pick(one, "latency_ms", "p99"), pick(two, "latency_ms", "p99")),
+            Row(f"{name}: latency max (ms)", pick(one, "latency_ms", "max"), pick(two, "latency_ms", "max")),
+            Row(
+                f"{name}: deliveries/s (wall, to last)",
+                pick(one, "deliveries_per_s"),
+                pick(two, "deliveries_per_s"),
+            ),
+            Row(
+                f"{name}: deliveries per server CPU-s (summed)",
+                pick(one, "deliveries_per_cpu_s"),
+                pick(two, "deliveries_per_cpu_s"),
+            ),
+            Row(
+                f"{name}: every client once",
+                _complete(pick(one)),
+                _complete(pick(two)),
+                "yes",
+                lambda s, n: n,
+                ratio=False,
+            ),
+        ]
+    if two:
+        both = two.get("same_webhook_to_every_process") or {}
+        rows += [
+            Row(
+                "same webhook to both processes at once: every client once",
+                None,
+                both.get("exact"),
+                "yes",
+                lambda s, n: n,
+                ratio=False,
+            ),
+            Row(
+                "2 processes: clients dropped by the servers meanwhile",
+                None,
+                _dropped(two.get("clients")),
+                "0",
+                lambda s, n: None if n is None else n <= 0,
+                ratio=False,
+            ),
+        ]
+    return rows
+
+
+def _section(
+    title: str,
+    rows: list[Row],
+    columns: tuple[str, str] = ("sidecar", "node"),
+    ratio_header: str = "ratio",
+    inverse: bool = False,
+) -> list[str]:
+    """The rows under a header; the ratio is first/second column (second/first when `inverse`).
+
+    With `inverse`, the verdict is judged on the second column.
+    """
     if not rows:
         return []
     width = max(44, *(len(row.label) for row in rows))
     lines = [
         "",
         title,
-        f"{'':{width}}  {'sidecar':>10}  {'node':>10}  {'ratio':>6}  {'target':<15} {'':4}",
-        "-" * (width + 55),
+        f"{'':{width}}  {columns[0]:>11}  {columns[1]:>11}  {ratio_header:>6}  {'target':<15} {'':4}",
+        "-" * (width + 57),
     ]
     for row in rows:
+        shown = Row(row.label, row.node, row.sidecar, row.target, row.check, row.ratio) if inverse else row
+        verdict = _verdict(shown) if not inverse else _verdict_second(row)
         lines.append(
-            f"{row.label:{width}}  {_fmt(row.sidecar):>10}  {_fmt(row.node):>10}  {_ratio(row):>6}  "
-            f"{row.target:<15} {_verdict(row):4}".rstrip()
+            f"{row.label:{width}}  {_fmt(row.sidecar):>11}  {_fmt(row.node):>11}  {_ratio(shown):>6}  "
+            f"{row.target:<15} {verdict:4}".rstrip()
         )
     return lines
+
+
+def _verdict_second(row: Row) -> str:
+    """A verdict on the second column (the check gets both; booleans are judged as they are)."""
+    if row.check is None:
+        return ""
+    if isinstance(row.node, bool):
+        return "ok" if row.node else "MISS"
+    outcome = row.check(_number(row.sidecar), _number(row.node))
+    if outcome is None:
+        return ""
+    return "ok" if outcome else "MISS"
+
+
+def _durations(results: dict[str, Any]) -> list[str]:
+    parts = []
+    fake = results.get("fake") or {}
+    for kind in ("sidecar", "node"):
+        for name, seconds in ((fake.get(kind) or {}).get("durations_s") or {}).items():
+            parts.append(f"{kind} {name} {seconds:.0f}")
+    if (fake.get("scaleout") or {}).get("seconds") is not None:
+        parts.append(f"scale-out {fake['scaleout']['seconds']:.0f}")
+    real = results.get("real") or {}
+    for name, seconds in (real.get("durations_s") or {}).items():
+        parts.append(f"real {name} {seconds:.0f}")
+    if not parts and results.get("duration_s") is None:
+        return []
+    total = results.get("duration_s")
+    line = "Time (s): " + ", ".join(parts)
+    if total is not None:
+        line += f"; total {total:.0f}"
+    return ["", line]
 
 
 def _load(values: Any) -> str:
@@ -446,6 +595,15 @@ def render_table(results: dict[str, Any]) -> str:
         lines += _section(
             "Read storm (fake Strapi; no Node equivalent)", read_rows(fake, options.get("reads", 0))
         )
+        scaleout = fake.get("scaleout")
+        if scaleout:
+            lines += _section(
+                "Scale-out: 1 sidecar process vs 2 sharing a Redis (fake Strapi; webhook to the first)",
+                scaleout_rows(scaleout),
+                columns=("1 process", "2 processes"),
+                ratio_header="2p/1p",
+                inverse=True,
+            )
     real = results.get("real")
     if real:
         lines += _section(
@@ -470,7 +628,10 @@ def render_table(results: dict[str, Any]) -> str:
                 problems.append(f"{where}: {error.get('error')}")
                 if error.get("server_exit_code") is not None:
                     problems.append(f"    the server had exited with code {error['server_exit_code']}")
+    for error in (fake or {}).get("scaleout", {}).get("errors") or []:
+        problems.append(f"sidecar (fake Strapi) {error.get('scenario')}: {error.get('error')}")
     if problems:
         lines += ["", "Scenarios that did not complete (see the JSON and bench/results/logs/):"]
         lines += [f"  {problem}" for problem in problems]
+    lines += _durations(results)
     return "\n".join(lines)

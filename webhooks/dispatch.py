@@ -1,8 +1,17 @@
 """From an accepted webhook to background work.
 
 Strapi waits at most 10 s for a webhook and never retries, so the receiver answers at once and the
-work runs here: one notification at a time (per documentId), deliveries that arrive while one is
-waiting are folded into it, and a Strapi outage is retried with backoff before it is logged as lost.
+work runs here: one notification at a time (per documentId), starting a moment (`settle`) after
+its first delivery; deliveries that arrive while one is waiting are folded into it, and a Strapi
+outage is retried with backoff before it is logged as lost.
+
+An `entry.publish` delivery is also announced at once from its entry (the fast path, see
+`webhooks/lifecycle.py`), beside that serialized work rather than queued behind it: it only claims
+users in the shared "told" ledger and emits, it never writes to Strapi. Arrival order is kept for
+what could contradict it: a removal delivered after it waits for it before telling anyone the
+notification is gone, it is not taken while a removal of the same notification is queued or
+running here (the serialized work then decides), and the sync the same delivery schedules waits
+for it, so its re-read can correct it.
 """
 
 from __future__ import annotations
@@ -21,12 +30,17 @@ from adapter.settings import Settings
 from webhooks.lifecycle import NotificationLifecycle
 from webhooks.models import WebhookPayload
 
-__all__ = ["DEFAULT_RETRY_DELAYS", "Pending", "WebhookDispatcher"]
+__all__ = ["DEFAULT_RETRY_DELAYS", "DEFAULT_SETTLE_SECONDS", "Pending", "WebhookDispatcher"]
 
 logger = logging.getLogger(__name__)
 
 SYNC_CONCURRENCY = 8
 DEFAULT_RETRY_DELAYS = (0.5, 2.0, 5.0, 10.0)
+# A notification's work starts this long after its first delivery: Strapi sends a REST publish's
+# deliveries (entry.create or entry.update, then entry.publish) together, so they fold into one
+# pass, whose re-reads no longer compete with the publication's fan-out (announced at once from
+# the publish delivery) nor with the Strapi still busy with that publication.
+DEFAULT_SETTLE_SECONDS = 0.25
 PUBLISH_EVENT = "entry.publish"
 DELETE_EVENT = "entry.delete"
 SYNC_EVENTS = frozenset({"entry.create", "entry.update", PUBLISH_EVENT})
@@ -57,6 +71,7 @@ class WebhookDispatcher:
         users: UserDirectory,
         *,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        settle: float = DEFAULT_SETTLE_SECONDS,
         on_change: Callable[[str], None] | None = None,
         locks: LockFactory | None = None,
     ):
@@ -65,9 +80,12 @@ class WebhookDispatcher:
         self._lifecycle = lifecycle
         self._users = users
         self._retry_delays = tuple(retry_delays)
+        self._settle = settle
         self._queued: dict[str, Pending] = {}
         self._locks: LockFactory = locks if locks is not None else KeyedLock()  # across processes with Redis
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fast: dict[str, set[asyncio.Task[None]]] = {}  # fast-path announcements in flight
+        self._removing: set[str] = set()  # removals running here
         # Notifications processed at once: a burst of webhooks (a bulk import, a read-all's
         # READNOTIFICATIONs) must queue here rather than time out against Strapi.
         self._gate = asyncio.Semaphore(SYNC_CONCURRENCY)
@@ -91,9 +109,12 @@ class WebhookDispatcher:
             self._lifecycle.forget(ref.document_id)  # the draft row; the published one says more
             return "forgotten"
         if payload.event in REMOVAL_EVENTS:
+            self._lifecycle.removal_delivered(ref.document_id, ref.id)
             return self._schedule(ref.document_id, Pending(remove=True))
         if payload.event not in SYNC_EVENTS:
             return "ignored"
+        if payload.event == PUBLISH_EVENT and payload.entry is not None:
+            self._announce_now(ref.document_id, payload.entry)
         return self._schedule(ref.document_id, Pending(sync=True, announce=payload.event == PUBLISH_EVENT))
 
     def reconcile(self, document_id: str, *, announce: bool) -> str:
@@ -133,6 +154,44 @@ class WebhookDispatcher:
         self._spawn(self._lifecycle.reads_recorded(target["documentId"], readers), "reads")
         return "reads"
 
+    def _announce_now(self, document_id: str, entry: dict[str, Any]) -> None:
+        """The fast path, unless a removal of this notification came first and is not done."""
+        queued = self._queued.get(document_id)
+        if document_id in self._removing or (queued is not None and queued.remove):
+            logger.info(
+                "notification %s: publish delivered during its removal, left to the sync", document_id
+            )
+            return
+        task = asyncio.create_task(
+            self._guarded(self._announce_delivered(document_id, entry), f"announce:{document_id}"),
+            name=f"announce:{document_id}",
+        )
+        self._tasks.add(task)
+        self._fast.setdefault(document_id, set()).add(task)
+        task.add_done_callback(lambda done: self._fast_done(document_id, done))
+
+    async def _announce_delivered(self, document_id: str, entry: dict[str, Any]) -> None:
+        try:
+            await self._lifecycle.announce_delivered(entry)
+        except SharedStateUnavailable as exc:  # the sync announces it once Redis is back
+            logger.warning(
+                "notification %s: Redis unavailable, not announced from its webhook: %s", document_id, exc
+            )
+
+    def _fast_done(self, document_id: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        running = self._fast.get(document_id)
+        if running is not None:
+            running.discard(task)
+            if not running:
+                del self._fast[document_id]
+
+    async def _fast_finished(self, document_id: str) -> None:
+        """Wait for the fast-path announcements of this notification started before now."""
+        running = self._fast.get(document_id)
+        if running:
+            await asyncio.wait(set(running))
+
     def _schedule(self, document_id: str, wanted: Pending) -> str:
         queued = self._queued.get(document_id)
         if queued is not None:
@@ -157,10 +216,19 @@ class WebhookDispatcher:
     async def _run(self, document_id: str) -> None:
         claimed = False
         try:
+            if self._settle:
+                await asyncio.sleep(self._settle)  # deliveries meanwhile fold into this one
             async with self._locks(document_id):
                 wanted, claimed = self._queued.pop(document_id), True
-                if wanted.remove:
-                    await self._lifecycle.removed(document_id)
+                if wanted.remove:  # publish deliveries from now on come after it: no fast path
+                    self._removing.add(document_id)
+                try:
+                    # Fast-path announcements delivered before this work come before it.
+                    await self._fast_finished(document_id)
+                    if wanted.remove:
+                        await self._lifecycle.removed(document_id)
+                finally:
+                    self._removing.discard(document_id)
                 if wanted.sync:
                     await self._sync_with_retries(document_id, wanted.announce)
         finally:

@@ -1,7 +1,7 @@
 """What the seed's Notification lifecycles did, re-thought for webhooks.
 
 Webhooks arrive after the write, possibly out of order, possibly twice, and the entry they carry
-may already be stale. So a webhook is only a trigger: each notification's current state is re-read
+may already be stale. So a webhook is a trigger: each notification's current state is re-read
 from Strapi by `documentId`, and work for one notification runs one at a time.
 
 For each notification that changed (`sync`):
@@ -15,6 +15,24 @@ For each notification that changed (`sync`):
 2. Announce, when it was published: emit `notificacion` to every user of its audience who has not
    been told about this notification yet (a bounded ledger), in one emit call.
 Consistent states produce no write, so the sidecar's own writes do not start a webhook loop.
+
+The fast path (`announce_delivered`): an `entry.publish` delivery carries the published row with
+its audience populated, so its selected users are told straight from it, before the sync's
+re-reads (slow against a Strapi busy with the publication it just made). The sync still runs
+after it and corrects. The rules, so that the fast path never tells anyone twice nor leaves a
+notification on screen that is not published:
+- One ledger: the fast path claims users in the same "told" ledger as the sync (in Redis when
+  scaled out), in one atomic step, so between them each user is told once. A duplicate delivery
+  claims nobody.
+- Only what was selected: an `allUsers` notification whose selection is still incomplete is
+  announced to the users its entry selects; the sync completes the selection and tells the rest.
+- Stale deliveries are not announced: a delivery whose published row id is older than the newest
+  one this process has announced, or not newer than a published row whose removal (unpublish,
+  delete) it has received. Strapi gives every publication a new, higher row id.
+- Whatever got past that is corrected by the sync the same delivery schedules: it re-reads
+  Strapi after the fast path finished, and when the notification is no longer published it
+  tells those who were told `notification:removed` (`_retract`). A removal delivered while the
+  fast path runs waits for it (see `webhooks/dispatch.py`), so the removal comes last.
 """
 
 from __future__ import annotations
@@ -95,6 +113,12 @@ class NotificationLifecycle:
         self._announced = announced if announced is not None else MemoryLedger(size)  # published ids
         self._readers = readers if readers is not None else Ledger(settings.emitted_ledger_size)
         self._versions: OrderedDict[str, str] = OrderedDict()  # documentId -> updatedAt processed
+        # The fast path's view, in this process: the newest published row id announced, the
+        # newest published row id whose removal was delivered, and the rows announced from a
+        # delivery that no sync has re-read since.
+        self._newest_ids: OrderedDict[str, int] = OrderedDict()
+        self._removed_ids: OrderedDict[str, int] = OrderedDict()
+        self._unconfirmed: OrderedDict[str, int] = OrderedDict()
 
     def processed_version(self, document_id: str) -> str | None:
         """The newest `updatedAt` (draft or published) this process has synced, if any."""
@@ -112,6 +136,7 @@ class NotificationLifecycle:
         """
         told = await self._told.pop(document_id)
         self._seen.forget(document_id)
+        self._unconfirmed.pop(document_id, None)  # nothing left for a sync to take back
         await self._notifier.removed(document_id, told)
 
     async def reads_recorded(self, document_id: str, user_ids: set[int]) -> None:
@@ -121,9 +146,52 @@ class NotificationLifecycle:
             self._readers.add(document_id, new)
             await self._notifier.read_elsewhere(document_id, new)
 
+    def removal_delivered(self, document_id: str, published_id: int | None) -> None:
+        """A removal (unpublish, delete) of the published row `published_id` was delivered:
+        a publish delivery for that row or an older one, arriving later, is stale."""
+        if published_id is not None:
+            _remember_max(self._removed_ids, document_id, published_id, self._settings.emitted_ledger_size)
+
+    async def announce_delivered(self, entry: Document) -> bool:
+        """The fast path: tell the users an `entry.publish` delivery selects, straight from it.
+
+        Returns whether the entry was used (False: not a usable published row, or stale); the
+        sync that follows the delivery does the rest either way.
+        """
+        document_id, published_id = entry.get("documentId"), entry.get("id")
+        related = entry.get(self._settings.audience_field)
+        if not (
+            isinstance(document_id, str)
+            and isinstance(published_id, int)
+            and entry.get("publishedAt")
+            and isinstance(related, list)
+        ):
+            return False
+        newest = self._newest_ids.get(document_id)
+        removed = self._removed_ids.get(document_id)
+        if (newest is not None and published_id < newest) or (
+            removed is not None and published_id <= removed
+        ):
+            logger.info(
+                "notification %s: publish delivery for row %d is stale, left to the sync",
+                document_id,
+                published_id,
+            )
+            return False
+        # Only the users it selects: an `allUsers` selection may still be incomplete.
+        await self._announce(entry, audience_ids(entry, self._settings.audience_field))
+        _remember(self._unconfirmed, document_id, published_id, self._settings.emitted_ledger_size)
+        return True
+
     async def sync(self, document_id: str, *, announce: bool) -> None:
         """Bring one notification's selection in line, then announce it if `announce`."""
+        unconfirmed = self._unconfirmed.get(document_id)  # announced from a delivery before this read
         draft, published = await self._read(document_id)
+        if unconfirmed is not None:
+            if self._unconfirmed.get(document_id) == unconfirmed:
+                del self._unconfirmed[document_id]
+            if published is None:
+                await self._retract(document_id, unconfirmed)
         basis = draft or published
         if basis is None:
             logger.debug("notification %s no longer exists", document_id)
@@ -222,11 +290,25 @@ class NotificationLifecycle:
 
     # -- announcing ------------------------------------------------------------------------
 
-    async def _announce(self, published: Document) -> None:
+    async def _retract(self, document_id: str, published_id: int) -> None:
+        """Announced from a delivery, found unpublished by the re-read: take it back."""
+        told = await self._told.pop(document_id)
+        if not told:
+            return
+        await self._notifier.removed(document_id, told)
+        logger.info(
+            "notification %s: row %d was announced from its webhook but is no longer published;"
+            " told %d users it is removed",
+            document_id,
+            published_id,
+            len(told),
+        )
+
+    async def _announce(self, published: Document, audience: set[int] | None = None) -> None:
         document_id = str(published["documentId"])
-        if published.get("allUsers"):
+        if audience is None and published.get("allUsers"):
             audience = set(await self._strapi.all_user_ids())
-        else:
+        elif audience is None:
             audience = audience_ids(published, self._settings.audience_field)
         # A republish gives the published row a new id; a duplicate delivery, the reconciler or
         # the webhook of the sidecar's own publish bring back the row already announced.
@@ -236,6 +318,7 @@ class NotificationLifecycle:
         )
         if isinstance(published_id, int):
             self._known_ids.remember(published_id, document_id)
+            _remember_max(self._newest_ids, document_id, published_id, self._settings.emitted_ledger_size)
         if self._settings.renotify_on_republish and republished:
             fresh = audience
             await self._told.put(document_id, (await self._told.get(document_id) or set()) | audience)
@@ -245,6 +328,18 @@ class NotificationLifecycle:
             return
         rooms = await self._notifier.notify(fresh, wire_payload(published))
         logger.info("notification %s announced to %d users", document_id, rooms)
+
+
+def _remember(ids: OrderedDict[str, int], key: str, value: int, capacity: int) -> None:
+    ids[key] = value
+    ids.move_to_end(key)
+    while len(ids) > capacity:
+        ids.popitem(last=False)
+
+
+def _remember_max(ids: OrderedDict[str, int], key: str, value: int, capacity: int) -> None:
+    known = ids.get(key)
+    _remember(ids, key, value if known is None else max(known, value), capacity)
 
 
 def _same_content(draft: Document, published: Document, *also: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapter.errors import StrapiError, StrapiNotFound, StrapiUnavailable
+from adapter.errors import SharedStateUnavailable, StrapiError, StrapiNotFound, StrapiUnavailable
 from tests.conftest import make_settings
 from webhooks.dispatch import WebhookDispatcher
 from webhooks.models import WebhookPayload
@@ -59,10 +59,16 @@ class FakeLifecycle:
         self.removals: list[str] = []
         self.reads: list[tuple[str, set[int]]] = []
         self.gate: asyncio.Event | None = None
+        self.removals_delivered: list[tuple[str, int | None]] = []
+        self.delivered: list[dict[str, Any]] = []  # fast-path announcements started
+        self.announced: list[dict[str, Any]] = []  # and finished
+        self.announce_gate: asyncio.Event | None = None  # while set, each waits for it
+        self.order: list[str] = []  # "announced", "removed", "sync" as each finishes or starts
         self._outcomes = list(outcomes)
 
     async def sync(self, document_id: str, *, announce: bool) -> None:
         self.syncs.append((document_id, announce))
+        self.order.append("sync")
         if self.gate is not None:
             await self.gate.wait()
         outcome = self._outcomes.pop(0) if self._outcomes else None
@@ -73,8 +79,20 @@ class FakeLifecycle:
     def forget(self, document_id: str) -> None:
         self.forgotten.append(document_id)
 
+    def removal_delivered(self, document_id: str, published_id: int | None) -> None:
+        self.removals_delivered.append((document_id, published_id))
+
+    async def announce_delivered(self, entry: dict[str, Any]) -> bool:
+        self.delivered.append(entry)
+        if self.announce_gate is not None:
+            await self.announce_gate.wait()
+        self.announced.append(entry)
+        self.order.append("announced")
+        return True
+
     async def removed(self, document_id: str) -> None:
         self.removals.append(document_id)
+        self.order.append("removed")
 
     async def reads_recorded(self, document_id: str, user_ids: set[int]) -> None:
         self.reads.append((document_id, user_ids))
@@ -94,6 +112,7 @@ def make_dispatcher(lifecycle: FakeLifecycle, users: FakeUsers | None = None) ->
         lifecycle,  # type: ignore[arg-type]
         users or FakeUsers(),  # type: ignore[arg-type]
         retry_delays=(0.01, 0.01),
+        settle=0,
     )
 
 
@@ -239,6 +258,173 @@ async def test_dispatch_schedules_a_sync_that_announces_only_on_publish(event: s
     assert outcome == "queued"
     assert lifecycle.finished == [(DOC, announce)]
     assert dispatcher.pending == 0
+
+
+# -- the publish fast path -------------------------------------------------------------------
+
+
+async def test_dispatch_publish_announces_from_the_delivery_then_syncs() -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+    delivered = payload("entry.publish")
+
+    assert dispatcher.dispatch(delivered) == "queued"
+    await dispatcher.drain(5)
+
+    assert lifecycle.announced == [delivered.entry]
+    assert lifecycle.order == ["announced", "sync"]
+    assert lifecycle.finished == [(DOC, True)]
+
+
+@pytest.mark.parametrize("event", ["entry.create", "entry.update"])
+async def test_dispatch_other_events_are_not_announced_from_the_delivery(event: str) -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload(event))
+    await dispatcher.drain(5)
+
+    assert lifecycle.delivered == []
+
+
+async def test_dispatch_rest_publish_deliveries_settle_into_one_sync_after_the_announcement() -> None:
+    # A REST publish: Strapi sends entry.create, then entry.publish a moment later.
+    lifecycle = FakeLifecycle()
+    dispatcher = WebhookDispatcher(
+        make_settings(),
+        lifecycle,  # type: ignore[arg-type]
+        FakeUsers(),  # type: ignore[arg-type]
+        settle=0.2,
+    )
+
+    outcomes = [dispatcher.dispatch(payload("entry.create"))]
+    await asyncio.sleep(0.05)
+    outcomes.append(dispatcher.dispatch(payload("entry.publish")))
+    await asyncio.sleep(0.01)
+    announced_at_once, synced_at_once = len(lifecycle.announced), len(lifecycle.syncs)
+    await dispatcher.drain(5)
+
+    assert outcomes == ["queued", "coalesced"]
+    assert (announced_at_once, synced_at_once) == (1, 0)
+    assert lifecycle.finished == [(DOC, True)]  # one pass re-reads Strapi, not two
+
+
+async def test_dispatch_fast_path_does_not_wait_for_a_running_sync() -> None:
+    # Strapi sends entry.create, then entry.publish: the create's sync is busy re-reading.
+    lifecycle = FakeLifecycle()
+    lifecycle.gate = asyncio.Event()
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload("entry.create"))
+    await asyncio.sleep(0.01)
+    dispatcher.dispatch(payload("entry.publish"))
+    await asyncio.sleep(0.01)
+    announced_meanwhile = len(lifecycle.announced)
+    lifecycle.gate.set()
+    await dispatcher.drain(5)
+
+    assert announced_meanwhile == 1
+    assert lifecycle.finished == [(DOC, False), (DOC, True)]
+
+
+async def test_dispatch_sync_of_a_publish_waits_for_its_fast_path() -> None:
+    lifecycle = FakeLifecycle()
+    lifecycle.announce_gate = asyncio.Event()
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload("entry.publish"))
+    await asyncio.sleep(0.02)
+    synced_meanwhile = list(lifecycle.syncs)
+    lifecycle.announce_gate.set()
+    await dispatcher.drain(5)
+
+    assert synced_meanwhile == []
+    assert lifecycle.order == ["announced", "sync"]
+
+
+async def test_dispatch_removal_delivered_after_a_publish_comes_after_its_fast_path() -> None:
+    lifecycle = FakeLifecycle()
+    lifecycle.announce_gate = asyncio.Event()
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload("entry.publish"))
+    dispatcher.dispatch(payload("entry.unpublish", like="entry.delete"))
+    await asyncio.sleep(0.02)
+    removed_meanwhile = list(lifecycle.removals)
+    lifecycle.announce_gate.set()
+    await dispatcher.drain(5)
+
+    assert removed_meanwhile == []
+    assert lifecycle.order[:2] == ["announced", "removed"]
+
+
+async def test_dispatch_publish_delivered_while_a_removal_is_queued_is_left_to_the_sync() -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload("entry.unpublish", like="entry.delete"))
+    dispatcher.dispatch(payload("entry.publish"))
+    await dispatcher.drain(5)
+
+    assert lifecycle.delivered == []
+    assert lifecycle.order == ["removed", "sync"]
+    assert lifecycle.finished == [(DOC, True)]
+
+
+async def test_dispatch_publish_delivered_while_a_removal_runs_is_left_to_the_sync() -> None:
+    lifecycle = FakeLifecycle()
+    release = asyncio.Event()
+    original = lifecycle.removed
+
+    async def slow_removal(document_id: str) -> None:
+        await release.wait()
+        await original(document_id)
+
+    lifecycle.removed = slow_removal  # type: ignore[method-assign]
+    dispatcher = make_dispatcher(lifecycle)
+
+    dispatcher.dispatch(payload("entry.unpublish", like="entry.delete"))
+    await asyncio.sleep(0.01)  # the removal is running
+    dispatcher.dispatch(payload("entry.publish"))
+    release.set()
+    await dispatcher.drain(5)
+
+    assert lifecycle.delivered == []
+    assert lifecycle.order == ["removed", "sync"]
+
+
+async def test_dispatch_removal_delivery_names_the_removed_row() -> None:
+    lifecycle = FakeLifecycle()
+    dispatcher = make_dispatcher(lifecycle)
+    unpublish = payload("entry.unpublish", like="entry.delete")
+    assert unpublish.entry is not None
+
+    dispatcher.dispatch(unpublish)
+    await dispatcher.drain(5)
+
+    assert lifecycle.removals_delivered == [(DOC, unpublish.entry["id"])]
+
+
+async def test_dispatch_fast_path_failing_on_redis_leaves_the_announcement_to_the_sync(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lifecycle = FakeLifecycle()
+
+    async def redis_down(entry: dict[str, Any]) -> bool:
+        raise SharedStateUnavailable("Redis claim failed: connection refused")
+
+    lifecycle.announce_delivered = redis_down  # type: ignore[method-assign]
+    dispatcher = make_dispatcher(lifecycle)
+
+    with caplog.at_level(logging.WARNING, logger="webhooks.dispatch"):
+        dispatcher.dispatch(payload("entry.publish"))
+        await dispatcher.drain(5)
+
+    assert lifecycle.finished == [(DOC, True)]
+    assert messages(caplog, logging.WARNING) == [
+        f"notification {DOC}: Redis unavailable, not announced from its webhook:"
+        " Redis claim failed: connection refused"
+    ]
 
 
 # -- one notification at a time --------------------------------------------------------------

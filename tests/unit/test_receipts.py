@@ -848,6 +848,61 @@ async def test_mark_read_cached_notification_is_resolved_again_once_it_expires(
     assert fake.count("GET", "/api/notifications") == 2
 
 
+async def test_mark_read_of_a_notification_just_announced_to_the_user_skips_the_lookup(
+    receipts: ReadReceipts, fake: FakeStrapi
+) -> None:
+    fake.publish(audience={5, 6})
+    receipts.announced(NOTIFICATION_DOC, 12, [5])
+
+    by_id = await receipts.mark_read(5, 12)  # the numeric id it was announced with
+
+    assert by_id.document_id == NOTIFICATION_DOC
+    assert by_id.already_read is False
+    assert fake.count("GET", "/api/notifications") == 0
+    assert len(fake.requests) == 2  # the readers lookup, the create
+    assert fake.readers() == [{5}]
+
+
+async def test_mark_read_of_an_announced_notification_by_someone_not_told_here_asks_strapi(
+    receipts: ReadReceipts, fake: FakeStrapi
+) -> None:
+    fake.publish(audience={5, 6})
+    receipts.announced(NOTIFICATION_DOC, 12, [5])  # user 6 was told by another process, say
+
+    await receipts.mark_read(6, NOTIFICATION_DOC)
+    with pytest.raises(NotificationNotFound):
+        await receipts.mark_read(7, NOTIFICATION_DOC)
+
+    assert fake.count("GET", "/api/notifications") == 1  # then known in full, briefly
+    assert fake.readers() == [{6}]
+
+
+async def test_mark_read_of_an_announced_notification_unpublished_since_is_not_found(
+    receipts: ReadReceipts, fake: FakeStrapi
+) -> None:
+    fake.publish(audience={5})
+    receipts.announced(NOTIFICATION_DOC, 12, [5])
+    fake.notifications.clear()  # unpublished; the webhook invalidates
+
+    receipts.invalidate(NOTIFICATION_DOC)
+    with pytest.raises(NotificationNotFound):
+        await receipts.mark_read(5, NOTIFICATION_DOC)
+
+    assert fake.readers() == []
+
+
+async def test_mark_read_announcement_is_trusted_for_a_bounded_time(
+    receipts: ReadReceipts, fake: FakeStrapi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("adapter.receipts.ANNOUNCED_TTL", 0.05)
+    fake.publish(audience={6})  # user 5 was taken out of the audience meanwhile
+    receipts.announced(NOTIFICATION_DOC, 12, [5])
+    await asyncio.sleep(0.1)
+
+    with pytest.raises(NotificationNotFound):
+        await receipts.mark_read(5, NOTIFICATION_DOC)
+
+
 # -- mark_read: failures ---------------------------------------------------------------------
 
 

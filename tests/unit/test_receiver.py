@@ -124,6 +124,49 @@ async def test_receiver_refuses_oversized_bodies_with_413(dispatcher: RecordingD
     assert dispatcher.payloads == []
 
 
+def _publish_for(users: int) -> dict[str, Any]:
+    """A notification's publish delivery as Strapi 5.54 sends it: every selected user, populated."""
+    user = {
+        "documentId": "v79kmenqljdmd5rgtb86mh9r",
+        "email": "alice@example.com",
+        "provider": "local",
+        "confirmed": True,
+        "blocked": False,
+        "createdAt": "2026-11-25T18:26:04.149Z",
+        "updatedAt": "2026-11-25T18:26:04.149Z",
+        "publishedAt": "2026-11-25T18:26:04.011Z",
+    }
+    selected = [{**user, "id": uid, "username": f"user{uid}"} for uid in range(1, users + 1)]
+    return dict(NOTIFICATION_PUBLISH, entry={**NOTIFICATION_PUBLISH["entry"], "notification_users": selected})  # type: ignore[dict-item]
+
+
+async def test_receiver_default_limit_takes_a_publish_to_ten_thousand_users(
+    client: httpx.AsyncClient, dispatcher: RecordingDispatcher
+) -> None:
+    body = json.dumps(_publish_for(10_000))
+    assert len(body) > 2_500_000  # over the old 1 MiB default
+
+    response = await client.post("/webhooks/strapi", content=body, headers=AUTH)
+
+    assert response.status_code == 202
+    (delivered,) = dispatcher.payloads
+    assert delivered.entry is not None
+    assert len(delivered.entry["notification_users"]) == 10_000
+
+
+async def test_receiver_default_limit_still_refuses_a_body_over_16_mib(
+    client: httpx.AsyncClient, dispatcher: RecordingDispatcher
+) -> None:
+    body = json.dumps(
+        dict(NOTIFICATION_PUBLISH, entry={**NOTIFICATION_PUBLISH["entry"], "message": "x" * 2**24})
+    )  # type: ignore[dict-item]
+
+    response = await client.post("/webhooks/strapi", content=body, headers=AUTH)
+
+    assert response.status_code == 413
+    assert dispatcher.payloads == []
+
+
 async def test_receiver_accepts_other_content_types_and_null_entries(
     client: httpx.AsyncClient, dispatcher: RecordingDispatcher
 ) -> None:

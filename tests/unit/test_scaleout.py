@@ -284,7 +284,7 @@ async def test_pubsub_watchdog_heals_after_redis_comes_back(
     manager, watchdog, metrics = watched
     assert await _until_ok(watchdog) == "ok"
     received: list[Any] = []
-    manager.on_remote_emit = lambda event, room: received.append(event)
+    manager.on_remote_emit = lambda event, room, data: received.append(event)
 
     redis_server.kill()
     down = await watchdog.check()
