@@ -1,0 +1,112 @@
+"""Emitting to many rooms at once without a task per recipient.
+
+python-socketio's `AsyncManager.emit` encodes the packet once, then creates one asyncio task per
+recipient (each awaiting `eio.send_packet` -> `socket.send` -> `queue.put`) and waits for them
+all. For a notification to 10,000 users that is 10,000 tasks created, scheduled and collected,
+before any byte is written: most of a fan-out's CPU went there (and into the garbage collector
+they wake up).
+
+`FanoutManager.emit` does the same work synchronously: one encoded packet, then for each
+recipient what `socket.send` does (the ping-timeout check, then `queue.put`, which on Engine.IO's
+unbounded queue never waits) with `put_nowait`. Each socket's writer task wakes up and writes,
+as before, in the same order. What it does not handle itself goes to the stock path unchanged:
+emits with a callback (a packet per recipient) and binary payloads (several packets each), and
+any socket whose client stopped answering pings (the stock `send` closes it).
+
+It is a plain `AsyncManager` subclass; `fanout_manager_class` puts it under a pub/sub manager
+(the Redis one) so that emits arriving from other processes take the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+__all__ = ["FanoutManager", "with_fanout"]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=socketio.AsyncManager)
+
+
+class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
+    """`AsyncManager` whose emit queues one shared packet on every recipient's socket directly."""
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if callback is not None:  # one packet (with its ack id) per recipient: the stock path
+            return await super().emit(  # type: ignore[no-any-return]
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs
+            )
+        room = to or room
+        if namespace not in self.rooms:
+            return None
+        args = list(data) if isinstance(data, tuple) else [data] if data is not None else []
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        if isinstance(encoded, list):  # binary attachments: several packets each, the stock path
+            return await super().emit(  # type: ignore[no-any-return]
+                event, data, namespace, room=room, skip_sid=skip_sid, to=to, **kwargs
+            )
+        skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        pkt.encode()  # cached on the packet: every writer sends the same string
+        participants = self.get_participants(namespace, room)
+        await self.queue_on_sockets(pkt, (eio_sid for sid, eio_sid in participants if sid not in skipped))
+        return None
+
+    async def queue_on_sockets(self, pkt: eio_packet.Packet, eio_sids: Iterable[str]) -> int:
+        """Queue `pkt` on each Engine.IO socket, as `AsyncSocket.send` would. Returns how many."""
+        eio = self.server.eio
+        sockets = eio.sockets
+        ping_timeout = eio.ping_timeout
+        now = time.time()
+        slow = []
+        queued = 0
+        for eio_sid in eio_sids:
+            sock = sockets.get(eio_sid)
+            if sock is None or sock.closed:
+                # what `send_packet` does for a socket that is gone: skip it (and forget it)
+                if sock is not None:
+                    sockets.pop(eio_sid, None)
+                continue
+            last_ping = sock.last_ping
+            if last_ping and now - last_ping > ping_timeout:
+                slow.append(sock)  # the client stopped answering pings: `send` closes it
+                continue
+            sock.queue.put_nowait(pkt)
+            queued += 1
+        for sock in slow:
+            await sock.send(pkt)
+        return queued
+
+
+def with_fanout(manager_class: type[M]) -> type[M]:
+    """`manager_class` with `FanoutManager`'s emit doing its local deliveries.
+
+    For a pub/sub manager (e.g. the Redis one), whose `emit` publishes and whose listener hands
+    each message to `AsyncManager.emit` through `super()`, the new class puts `FanoutManager`
+    right above `AsyncManager`, so publishing is unchanged and the local deliveries are fast.
+    """
+    if issubclass(manager_class, FanoutManager):
+        return manager_class
+    combined = type(
+        manager_class.__name__, (manager_class, FanoutManager), {"__module__": manager_class.__module__}
+    )
+    return combined
