@@ -19,16 +19,19 @@ It is a plain `AsyncManager` subclass; `fanout_manager_class` puts it under a pu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import socketio
+from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 
-__all__ = ["FanoutManager", "with_fanout"]
+__all__ = ["FanoutManager", "lean_engineio", "with_fanout"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +113,64 @@ def with_fanout(manager_class: type[M]) -> type[M]:
         manager_class.__name__, (manager_class, FanoutManager), {"__module__": manager_class.__module__}
     )
     return combined
+
+
+# -- what each WebSocket connection keeps, and what each delivery costs ---------------------------
+
+
+async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
+    """`AsyncSocket.poll` without `asyncio.wait_for`, which on Python 3.11 wraps `queue.get()` in
+    a task of its own each time: one more task per delivered message, and one more held by every
+    idle connection. Same result: the packets queued (at least one; none once closing), and
+    `QueueEmpty` after the ping interval + timeout without any (or when cancelled)."""
+    queue = self.queue
+    try:
+        if queue.empty():
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                packets = [await queue.get()]
+        else:
+            packets = [queue.get_nowait()]
+        queue.task_done()
+    except (TimeoutError, asyncio.CancelledError):
+        raise engineio_exceptions.QueueEmpty() from None
+    if packets == [None]:
+        return []
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            queue.put_nowait(None)
+            break
+        packets.append(pkt)
+    return packets
+
+
+class _NoBody:
+    """`wsgi.input` of a WebSocket request (never read: it has no body)."""
+
+    async def read(self, length: int | None = None) -> None:
+        return None
+
+
+_NO_BODY = _NoBody()
+
+
+def lean_engineio(server: socketio.AsyncServer) -> None:
+    """Make the Engine.IO server under `server` cheaper per connection and per message.
+
+    - Engine.IO's request translation (ASGI scope -> environ) defines a class for every request
+      and keeps it (2.6 KB) in the environ, which lives as long as the connection: a WebSocket
+      request gets a shared body-less `wsgi.input` instead.
+    - `AsyncSocket.poll` waits with `asyncio.timeout` rather than `asyncio.wait_for` (see `_poll`).
+    """
+    eio = server.eio
+    translate = eio._async["translate_request"]
+
+    async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
+        environ: dict[str, Any] = await translate(scope, receive, send)
+        if scope.get("type") == "websocket" and environ:
+            environ["wsgi.input"] = _NO_BODY
+        return environ
+
+    eio._async = {**eio._async, "translate_request": translate_request}
+    AsyncSocket.poll = _poll

@@ -13,11 +13,13 @@ import pytest
 import socketio
 import uvicorn
 import websockets
+from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from adapter.__main__ import SERVER_OPTIONS
-from adapter.fanout import FanoutManager, with_fanout
+from adapter.fanout import FanoutManager, lean_engineio, with_fanout
 from adapter.pubsub import WatchedRedisManager
 from tests.serving import eventually
 
@@ -48,6 +50,7 @@ class Recorder:
 async def server(**options: Any) -> AsyncIterator[tuple[socketio.AsyncServer, str]]:
     """A bare Socket.IO server with FanoutManager on uvicorn, served as the sidecar is."""
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=FanoutManager())
+    lean_engineio(sio)
 
     def joiner(namespace: str) -> Any:
         async def join(sid: str, environ: dict[str, Any], auth: object = None) -> None:
@@ -176,3 +179,22 @@ async def test_websocket_compression_offered_by_a_browser_is_declined(offer: str
             assert ws.response is not None
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
             assert (await ws.recv()).startswith("0{")  # the Engine.IO handshake, uncompressed
+
+
+async def test_poll_returns_what_was_queued_and_gives_up_after_the_ping_timeout() -> None:
+    async with server() as (sio, _):
+        socket = AsyncSocket(sio.eio, "sid")
+        first, second = (eio_packet.Packet(eio_packet.MESSAGE, str(n)) for n in (1, 2))
+        socket.queue.put_nowait(first)
+        socket.queue.put_nowait(second)
+        socket.queue.put_nowait(None)  # closing: what comes before still goes out, once
+        assert await socket.poll() == [first, second]
+        assert await socket.poll() == []
+        waiting = asyncio.create_task(socket.poll())
+        await asyncio.sleep(0.05)
+        socket.queue.put_nowait(first)  # a writer waiting on an empty queue wakes up
+        assert await waiting == [first]
+        sio.eio.ping_interval, sio.eio.ping_timeout = 0.05, 0.05
+        with pytest.raises(engineio_exceptions.QueueEmpty):
+            await socket.poll()
+        await socket.queue.join()  # every packet taken was marked done
