@@ -198,3 +198,31 @@ async def test_poll_returns_what_was_queued_and_gives_up_after_the_ping_timeout(
         with pytest.raises(engineio_exceptions.QueueEmpty):
             await socket.poll()
         await socket.queue.join()  # every packet taken was marked done
+
+
+async def test_rooms_after_joins_leaves_and_disconnects_are_what_python_socketio_keeps() -> None:
+    async def run(manager: socketio.AsyncManager) -> list[Any]:
+        ids = iter(range(1000))
+        manager.server = SimpleNamespace(eio=SimpleNamespace(generate_id=lambda: f"s{next(ids)}"))
+        seen: list[Any] = []
+        sids = [await manager.pre_connect(f"e{n}", "/") for n in range(4)]
+        for sid in sids:
+            await manager.connect(sid, "/")
+        for n, sid in enumerate(sids):
+            manager.basic_enter_room(sid, "/", f"user-{n % 2}")
+            manager.basic_enter_room(sid, "/", "everyone")
+        manager.basic_leave_room(sids[0], "/", "everyone")
+        seen.append(sorted(map(str, manager.get_rooms(sids[0], "/"))))
+        manager.basic_close_room("user-1", "/")
+        seen.append(sorted(map(str, manager.get_rooms(sids[1], "/"))))
+        manager.pre_disconnect(sids[2], "/")
+        manager.basic_disconnect(sids[2], "/")
+        manager.basic_disconnect(sids[0], "/")
+        seen.append({room: dict(members) for room, members in manager.rooms.get("/", {}).items()})
+        seen.append((manager.pending_disconnect, manager.get_rooms(sids[0], "/")))
+        for sid in sids[1:]:
+            manager.basic_disconnect(sid, "/")
+        seen.append(manager.rooms)
+        return seen
+
+    assert await run(FanoutManager()) == await run(socketio.AsyncManager())
