@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from adapter.fanout import with_fanout
 from adapter.locks import KeyedLock, LockFactory
 from adapter.metrics import Metrics
 from adapter.pubsub import PubSubWatchdog, WatchedRedisManager
@@ -122,7 +123,9 @@ def build_cluster(settings: Settings, metrics: Metrics) -> Cluster:
     def failed(operation: str) -> None:
         metrics.redis_errors.labels(operation).inc()
 
-    manager = WatchedRedisManager(url, prefix, redis, on_publish_error=lambda: failed("publish"))
+    # local deliveries (of this process's emits and of those from other processes) without a task
+    # per recipient: adapter/fanout.py
+    manager = with_fanout(WatchedRedisManager)(url, prefix, redis, on_publish_error=lambda: failed("publish"))
     return Cluster(
         told=RedisLedger(redis, f"{prefix}:told", on_claim=metrics.observe_dedupe, on_error=failed),
         seen=RedisLedger(redis, f"{prefix}:seen", on_error=failed),

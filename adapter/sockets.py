@@ -23,6 +23,7 @@ import socketio
 
 from adapter.auth import Authenticator
 from adapter.errors import AuthError, AuthUnavailable, InvalidPayload, ReadError, StrapiError, UpstreamError
+from adapter.fanout import FanoutManager, lean_engineio
 from adapter.inbox import Inbox, InboxPage, parse_cursor
 from adapter.limits import FailureThrottle, RateLimiter
 from adapter.metrics import Metrics
@@ -41,16 +42,18 @@ Ack = dict[str, Any]
 def create_socket_server(
     settings: Settings, client_manager: socketio.AsyncManager | None = None
 ) -> socketio.AsyncServer:
-    """`client_manager`: python-socketio's in-memory one by default; a Redis one to scale out."""
+    """`client_manager`: an in-memory one by default (adapter/fanout.py); a Redis one to scale out."""
     origins: str | list[str] = "*" if "*" in settings.cors_origins else list(settings.cors_origins)
-    return socketio.AsyncServer(
+    sio = socketio.AsyncServer(
         async_mode="asgi",
-        client_manager=client_manager,
+        client_manager=client_manager if client_manager is not None else FanoutManager(),
         cors_allowed_origins=origins,
         max_http_buffer_size=settings.max_payload_bytes,
         logger=False,
         engineio_logger=False,
     )
+    lean_engineio(sio)
+    return sio
 
 
 class SocketGateway:

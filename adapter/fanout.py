@@ -1,0 +1,215 @@
+"""Emitting to many rooms at once without a task per recipient.
+
+python-socketio's `AsyncManager.emit` encodes the packet once, then creates one asyncio task per
+recipient (each awaiting `eio.send_packet` -> `socket.send` -> `queue.put`) and waits for them
+all. For a notification to 10,000 users that is 10,000 tasks created, scheduled and collected,
+before any byte is written: most of a fan-out's CPU went there (and into the garbage collector
+they wake up).
+
+`FanoutManager.emit` does the same work synchronously: one encoded packet, then for each
+recipient what `socket.send` does (the ping-timeout check, then `queue.put`, which on Engine.IO's
+unbounded queue never waits) with `put_nowait`. Each socket's writer task wakes up and writes,
+as before, in the same order. What it does not handle itself goes to the stock path unchanged:
+emits with a callback (a packet per recipient) and binary payloads (several packets each), and
+any socket whose client stopped answering pings (the stock `send` closes it).
+
+It is a plain `AsyncManager` subclass; `fanout_manager_class` puts it under a pub/sub manager
+(the Redis one) so that emits arriving from other processes take the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+import socketio
+from engineio import exceptions as engineio_exceptions
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+from socketio import packet as sio_packet
+
+__all__ = ["FanoutManager", "lean_engineio", "with_fanout"]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=socketio.AsyncManager)
+
+
+class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
+    """`AsyncManager` whose emit queues one shared packet on every recipient's socket directly.
+
+    It also keeps the rooms of each socket: python-socketio finds them, on every disconnect, by
+    copying and scanning every room of the namespace (two per connected socket, plus the user
+    rooms), so 10,000 sockets going away at once cost 10,000 x 20,000 lookups (over a minute of
+    a blocked event loop).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._joined: dict[tuple[str, str], dict[Any, None]] = {}  # (namespace, sid) -> its rooms
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._joined.setdefault((namespace, sid), {})[room] = None
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._joined.get((namespace, sid))
+        if rooms is not None:
+            rooms.pop(room, None)
+            if not rooms:
+                del self._joined[namespace, sid]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """python-socketio's, but with the socket's own rooms instead of a scan of every room."""
+        if namespace not in self.rooms:
+            return
+        for room in list(self._joined.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[Any]:
+        return [room for room in self._joined.get((namespace, sid), ()) if room is not None]
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if callback is not None:  # one packet (with its ack id) per recipient: the stock path
+            return await super().emit(  # type: ignore[no-any-return]
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to, **kwargs
+            )
+        room = to or room
+        if namespace not in self.rooms:
+            return None
+        args = list(data) if isinstance(data, tuple) else [data] if data is not None else []
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        if isinstance(encoded, list):  # binary attachments: several packets each, the stock path
+            return await super().emit(  # type: ignore[no-any-return]
+                event, data, namespace, room=room, skip_sid=skip_sid, to=to, **kwargs
+            )
+        skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        pkt.encode()  # cached on the packet: every writer sends the same string
+        participants = self.get_participants(namespace, room)
+        await self.queue_on_sockets(pkt, (eio_sid for sid, eio_sid in participants if sid not in skipped))
+        return None
+
+    async def queue_on_sockets(self, pkt: eio_packet.Packet, eio_sids: Iterable[str]) -> int:
+        """Queue `pkt` on each Engine.IO socket, as `AsyncSocket.send` would. Returns how many."""
+        eio = self.server.eio
+        sockets = eio.sockets
+        ping_timeout = eio.ping_timeout
+        now = time.time()
+        slow = []
+        queued = 0
+        for eio_sid in eio_sids:
+            sock = sockets.get(eio_sid)
+            if sock is None or sock.closed:
+                # what `send_packet` does for a socket that is gone: skip it (and forget it)
+                if sock is not None:
+                    sockets.pop(eio_sid, None)
+                continue
+            last_ping = sock.last_ping
+            if last_ping and now - last_ping > ping_timeout:
+                slow.append(sock)  # the client stopped answering pings: `send` closes it
+                continue
+            sock.queue.put_nowait(pkt)
+            queued += 1
+        for sock in slow:
+            await sock.send(pkt)
+        return queued
+
+
+def with_fanout(manager_class: type[M]) -> type[M]:
+    """`manager_class` with `FanoutManager`'s emit doing its local deliveries.
+
+    For a pub/sub manager (e.g. the Redis one), whose `emit` publishes and whose listener hands
+    each message to `AsyncManager.emit` through `super()`, the new class puts `FanoutManager`
+    right above `AsyncManager`, so publishing is unchanged and the local deliveries are fast.
+    """
+    if issubclass(manager_class, FanoutManager):
+        return manager_class
+    combined = type(
+        manager_class.__name__, (manager_class, FanoutManager), {"__module__": manager_class.__module__}
+    )
+    return combined
+
+
+# -- what each WebSocket connection keeps, and what each delivery costs ---------------------------
+
+
+async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
+    """`AsyncSocket.poll` without `asyncio.wait_for`, which on Python 3.11 wraps `queue.get()` in
+    a task of its own each time: one more task per delivered message, and one more held by every
+    idle connection. Same result: the packets queued (at least one; none once closing), and
+    `QueueEmpty` after the ping interval + timeout without any (or when cancelled)."""
+    queue = self.queue
+    try:
+        if queue.empty():
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                packets = [await queue.get()]
+        else:
+            packets = [queue.get_nowait()]
+        queue.task_done()
+    except (TimeoutError, asyncio.CancelledError):
+        raise engineio_exceptions.QueueEmpty() from None
+    if packets == [None]:
+        return []
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            queue.put_nowait(None)
+            break
+        packets.append(pkt)
+    return packets
+
+
+class _NoBody:
+    """`wsgi.input` of a WebSocket request (never read: it has no body)."""
+
+    async def read(self, length: int | None = None) -> None:
+        return None
+
+
+_NO_BODY = _NoBody()
+
+
+def lean_engineio(server: socketio.AsyncServer) -> None:
+    """Make the Engine.IO server under `server` cheaper per connection and per message.
+
+    - Engine.IO's request translation (ASGI scope -> environ) defines a class for every request
+      and keeps it (2.6 KB) in the environ, which lives as long as the connection: a WebSocket
+      request gets a shared body-less `wsgi.input` instead.
+    - `AsyncSocket.poll` waits with `asyncio.timeout` rather than `asyncio.wait_for` (see `_poll`).
+    """
+    eio = server.eio
+    translate = eio._async["translate_request"]
+
+    async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
+        environ: dict[str, Any] = await translate(scope, receive, send)
+        if scope.get("type") == "websocket" and environ:
+            environ["wsgi.input"] = _NO_BODY
+        return environ
+
+    eio._async = {**eio._async, "translate_request": translate_request}
+    AsyncSocket.poll = _poll
