@@ -75,6 +75,7 @@ class SocketGateway:
         self._inbox = inbox
         self._metrics = metrics
         self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
+        self._socket_count = 0  # sum of the sets' sizes, kept as they change (not summed per connect)
         # The unread count of each user connected here: exact from Strapi at catch-up and at
         # notification:sync, then kept by deltas (a new notification +1, a read -1), so a read
         # costs Strapi nothing more. `_counted`: which reads each count has taken in already
@@ -131,6 +132,7 @@ class SocketGateway:
             self._metrics.handshakes.labels("left").inc()
             raise socketio.exceptions.ConnectionRefusedError("left", {"code": "left"}) from exc
         self._sockets[user_id].add(sid)
+        self._socket_count += 1
         self._expire_at(sid, identity.expires_at)
         self._metrics.handshakes.labels("ok").inc()
         self._count_presence()
@@ -147,8 +149,9 @@ class SocketGateway:
         if user_id is None:
             return
         sockets = self._sockets.get(user_id)
-        if sockets is not None:
+        if sockets is not None and sid in sockets:
             sockets.discard(sid)
+            self._socket_count -= 1
             if not sockets:
                 del self._sockets[user_id]
                 self._unread.pop(user_id, None)
@@ -461,7 +464,7 @@ class SocketGateway:
 
     def _count_presence(self) -> None:
         self._metrics.users.set(len(self._sockets))
-        self._metrics.sockets.set(sum(len(sids) for sids in self._sockets.values()))
+        self._metrics.sockets.set(self._socket_count)
 
     async def _user_of(self, sid: str) -> int:
         session = await self._sio.get_session(sid)

@@ -630,3 +630,28 @@ async def test_gateway_metrics_count_client_request_outcomes(running: Running) -
     assert metric(text, "sidecar_reads_total", outcome="sync:ok") == 1
     assert metric(text, "sidecar_reads_total", outcome="read_all:ok") == 1
     assert re.search(r'^sidecar_emits_total\{event="notification:sync"\} 1\.0$', text, re.MULTILINE)
+
+
+async def test_gateway_presence_gauges_follow_connects_and_disconnects(running: Running) -> None:
+    async def gauges() -> tuple[float | None, float | None]:
+        text = (await _metrics(running.url)).text
+        return metric(text, "sidecar_sockets_connected"), metric(text, "sidecar_users_connected")
+
+    first = await running.connect(USER)
+    second = await running.connect(USER)
+    other = await running.connect(OTHER_USER)
+    assert await gauges() == (3, 2)
+
+    await second.sio.disconnect()
+    await eventually_async(lambda: gauges(), (2, 2))
+    await first.sio.disconnect()
+    await other.sio.disconnect()
+    await eventually_async(lambda: gauges(), (0, 0))
+
+
+async def eventually_async(probe: Any, wanted: object, within: float = 5.0) -> None:
+    """Wait until the awaited `probe()` gives `wanted`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (got := await probe()) != wanted:
+        assert asyncio.get_running_loop().time() < deadline, f"still {got}, wanted {wanted}"
+        await asyncio.sleep(0.05)
