@@ -36,6 +36,7 @@ __all__ = ["SocketGateway", "create_socket_server"]
 logger = logging.getLogger(__name__)
 
 RECOUNT_CONCURRENCY = 8
+SETTLE_TRIES = 3
 Ack = dict[str, Any]
 
 
@@ -83,6 +84,9 @@ class SocketGateway:
         # recorded) is not subtracted twice.
         self._unread: dict[int, int] = {}
         self._counted = Ledger(settings.emitted_ledger_size)
+        # Per user here, how many deltas have touched their count: an exact count from Strapi
+        # whose query a delta overtook may miss that delta (or hold it), so it is asked again.
+        self._deltas: dict[int, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
         self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
@@ -155,6 +159,7 @@ class SocketGateway:
             if not sockets:
                 del self._sockets[user_id]
                 self._unread.pop(user_id, None)
+                self._deltas.pop(user_id, None)
         self._count_presence()
 
     # -- client events ---------------------------------------------------------------------
@@ -194,12 +199,14 @@ class SocketGateway:
 
         async def sync(user_id: int) -> Ack:
             cursor, limit = self._sync_request(data)
+            deltas = self._deltas.get(user_id, 0)
             try:
                 page = await self._inbox.page(user_id, cursor=cursor, limit=limit)
+                unread = await self._settled_unread(user_id, page.unread, deltas)
             except StrapiError as exc:
                 raise UpstreamError(f"Strapi failed: {exc.message}") from exc
-            self._unread[user_id] = page.unread
-            return {"ok": True, **self._page_body(page)}
+            self._unread[user_id] = unread
+            return {"ok": True, **self._page_body(page, unread)}
 
         return await self._answer(sid, "sync", sync, extra)
 
@@ -279,7 +286,10 @@ class SocketGateway:
         async def one(user_id: int) -> None:
             async with gate:
                 try:
-                    count = await self._inbox.unread_count(user_id)
+                    deltas = self._deltas.get(user_id, 0)
+                    count = await self._settled_unread(
+                        user_id, await self._inbox.unread_count(user_id), deltas
+                    )
                 except StrapiError as exc:
                     logger.warning("cannot count unread notifications of user %s: %s", user_id, exc)
                     return
@@ -311,18 +321,20 @@ class SocketGateway:
         def wanted() -> bool:  # skipped when the socket left before its turn
             return sid in self._sockets.get(user_id, ())
 
+        deltas = self._deltas.get(user_id, 0)
         try:
             page = await self._inbox.catch_up(user_id, self._settings.catchup_limit, wanted)
+            unread = None if page is None else await self._settled_unread(user_id, page.unread, deltas)
         except StrapiError as exc:
             logger.warning("catch-up for user %s failed: %s", user_id, exc)
             return
         except Exception:
             logger.exception("catch-up for user %s failed", user_id)
             return
-        if page is None or not wanted():
+        if page is None or unread is None or not wanted():
             return
-        self._unread[user_id] = page.unread
-        await self._sio.emit(self._settings.event_sync, self._page_body(page), to=sid)
+        self._unread[user_id] = unread
+        await self._sio.emit(self._settings.event_sync, self._page_body(page, unread), to=sid)
         self._metrics.emits.labels(self._settings.event_sync).inc()
 
     async def _echo_read(self, user_id: int, document_ids: list[str], *, skip_sid: str | None) -> None:
@@ -360,6 +372,8 @@ class SocketGateway:
                 else:
                     continue
                 fresh += 1
+            if fresh:
+                self._touched(user_id)
             before = self._unread.get(user_id)
             if before is None or not fresh:  # before the catch-up: it brings the exact count
                 continue
@@ -369,6 +383,21 @@ class SocketGateway:
                 changed[after].append(user_id)
         for count, group in changed.items():
             await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+
+    def _touched(self, user_id: int) -> None:
+        self._deltas[user_id] = self._deltas.get(user_id, 0) + 1
+
+    async def _settled_unread(self, user_id: int, counted: int, deltas: int) -> int:
+        """`counted`: the unread count from a Strapi query started when the user's count had
+        taken `deltas` deltas. If one came in meanwhile (a notification announced, a read echoed
+        while the catch-up was under way), that answer may or may not hold it: count again, until
+        no delta overtakes the query (a few tries; then the last answer)."""
+        for _ in range(SETTLE_TRIES):
+            if self._deltas.get(user_id, 0) == deltas:
+                break
+            deltas = self._deltas.get(user_id, 0)
+            counted = await self._inbox.unread_count(user_id)
+        return counted
 
     def _announced(self, payload: dict[str, Any], users: list[int]) -> None:
         """Reads of a notification just announced to `users` need not look it up in Strapi."""
@@ -380,6 +409,8 @@ class SocketGateway:
         """A new notification for `users`: one more unread, for those connected here."""
         bumped: dict[int, list[int]] = defaultdict(list)
         for user_id in users:
+            if user_id in self._sockets:
+                self._touched(user_id)
             if user_id in self._unread:
                 self._unread[user_id] += 1
                 bumped[self._unread[user_id]].append(user_id)
@@ -433,10 +464,10 @@ class SocketGateway:
             raise InvalidPayload("limit must be a whole number from 1 to 100")
         return parse_cursor(data.get("cursor")), limit
 
-    def _page_body(self, page: InboxPage) -> dict[str, Any]:
+    def _page_body(self, page: InboxPage, unread: int) -> dict[str, Any]:
         return {
             "items": [wire_payload(item) for item in page.items],
-            "unread": page.unread,
+            "unread": unread,
             "hasMore": page.has_more,
             "cursor": page.cursor,
         }

@@ -231,3 +231,24 @@ async def test_a_read_on_one_process_updates_the_count_on_the_other_without_stra
     finally:
         await phone.sio.disconnect()
         await laptop.sio.disconnect()
+
+
+async def test_a_notification_announced_while_the_catch_up_is_under_way_is_counted(running: Running) -> None:
+    inbox_of_three(running.fake)  # user 5: 1 and 3 unread
+    gateway = running.sidecar.gateway
+    catch_up = gateway._inbox.catch_up
+
+    async def overtaken(*args: Any, **kwargs: Any) -> Any:
+        page = await catch_up(*args, **kwargs)  # Strapi answered: 2 unread
+        row = running.fake.publish(9, minute=9, users=(USER,))
+        await gateway.notify([USER], wire(row))  # announced before that answer is taken in
+        return page
+
+    gateway._inbox.catch_up = overtaken  # type: ignore[method-assign]
+    a = await running.connect(USER)
+
+    assert a.got(SYNC)[0]["unread"] == 3
+    assert (await a.call(READ, {"notificationId": doc(3)}))["ok"]
+    await eventually(lambda: a.got(UNREAD) and a.got(UNREAD)[-1] == {"unread": 2})
+    await asyncio.sleep(QUIET)
+    assert a.got(UNREAD)[-1] == {"unread": 2}
