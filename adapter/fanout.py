@@ -13,6 +13,13 @@ as before, in the same order. What it does not handle itself goes to the stock p
 emits with a callback (a packet per recipient) and binary payloads (several packets each), and
 any socket whose client stopped answering pings (the stock `send` closes it).
 
+Where a socket's WebSocket writer task is idle (parked on its empty queue), the packet does not
+even go through it: the WebSocket frame, the same bytes for every recipient (a server's frames are
+unmasked, and compression is declined), is built once and written straight to the connection's
+transport, which is what the writer would do next anyway. Polling, upgrading or closing sockets, a
+writer holding packets, a client over its transport's high-water mark: those are queued as above
+(see `_idle_websocket`), so each socket's messages keep their order and flow control holds.
+
 It is a plain `AsyncManager` subclass; `fanout_manager_class` puts it under a pub/sub manager
 (the Redis one) so that emits arriving from other processes take the same path.
 """
