@@ -13,6 +13,13 @@ as before, in the same order. What it does not handle itself goes to the stock p
 emits with a callback (a packet per recipient) and binary payloads (several packets each), and
 any socket whose client stopped answering pings (the stock `send` closes it).
 
+Where a socket's WebSocket writer task is idle (parked on its empty queue), the packet does not
+even go through it: the WebSocket frame, the same bytes for every recipient (a server's frames are
+unmasked, and compression is declined), is built once and written straight to the connection's
+transport, which is what the writer would do next anyway. Polling, upgrading or closing sockets, a
+writer holding packets, a client over its transport's high-water mark: those are queued as above
+(see `_idle_websocket`), so each socket's messages keep their order and flow control holds.
+
 It is a plain `AsyncManager` subclass; `fanout_manager_class` puts it under a pub/sub manager
 (the Redis one) so that emits arriving from other processes take the same path.
 """
@@ -30,6 +37,13 @@ from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+try:  # the WebSocket protocol the sidecar is served with (`ws="websockets-sansio"`)
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # pragma: no cover - another uvicorn: every delivery goes through the writer task
+    WebSocketsSansIOProtocol = None  # type: ignore[misc, assignment]
 
 __all__ = ["FanoutManager", "lean_engineio", "with_fanout"]
 
@@ -50,6 +64,7 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._joined: dict[tuple[str, str], dict[Any, None]] = {}  # (namespace, sid) -> its rooms
+        self.direct_writes = 0  # deliveries written straight to an idle WebSocket (see `_idle_websocket`)
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
@@ -121,6 +136,7 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         now = time.time()
         slow = []
         queued = 0
+        frame: bytes | None = None
         for eio_sid in eio_sids:
             sock = sockets.get(eio_sid)
             if sock is None or sock.closed:
@@ -132,8 +148,19 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
             if last_ping and now - last_ping > ping_timeout:
                 slow.append(sock)  # the client stopped answering pings: `send` closes it
                 continue
-            sock.queue.put_nowait(pkt)
             queued += 1
+            transport = _idle_websocket(sock)
+            if transport is not None:
+                if frame is None:
+                    frame = _frame(pkt)
+                try:
+                    transport.write(frame)
+                except Exception:  # nothing was written: the writer task sends it instead
+                    logger.debug("direct write failed; queueing", exc_info=True)
+                else:
+                    self.direct_writes += 1
+                    continue
+            sock.queue.put_nowait(pkt)
         for sock in slow:
             await sock.send(pkt)
         return queued
@@ -184,6 +211,111 @@ async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
     return packets
 
 
+# Writing a delivery straight to an idle WebSocket. Every recipient of a notification gets the same
+# bytes on the wire (a server's frames are not masked, and compression is declined), so they are
+# framed once and written to each transport, instead of waking each socket's writer task to frame
+# and write them. Only where that is exactly what the writer would do next (`_idle_websocket`).
+
+_DIRECT = "_fanout_direct_protocol"  # on an AsyncSocket: its uvicorn protocol, while writable directly
+_SEEN = "_fanout_websocket_seen"  # on an AsyncSocket: a WebSocket request came for it already
+
+
+def _frame(pkt: eio_packet.Packet) -> bytes:
+    """The WebSocket frame the writer task would send for `pkt` (`ws.send(pkt.encode())`)."""
+    data = pkt.encode()
+    if isinstance(data, str):
+        return Frame(Opcode.TEXT, data.encode()).serialize(mask=False, extensions=[])
+    return Frame(Opcode.BINARY, data).serialize(mask=False, extensions=[])
+
+
+def _idle_websocket(sock: AsyncSocket) -> Any:
+    """The transport of `sock`'s WebSocket if writing a frame to it now is what its writer task
+    would do with the packet (it is parked on an empty queue, holding nothing, and uvicorn would
+    write the frame at once), else None: then the packet is queued for the writer, as usual.
+
+    Not for: a polling or upgrading socket, one that is closing, one whose writer holds packets
+    (woken but not run yet, or waiting for a slow client's buffer to drain: uvicorn's `send`
+    waits for `writable` then), a connection past OPEN or with a close sent, compression."""
+    proto = getattr(sock, _DIRECT, None)
+    if proto is None or not sock.upgraded or sock.upgrading or sock.closing or sock.closed:
+        return None
+    queue = sock.queue
+    try:
+        if queue.qsize():
+            return None
+        getters = queue._getters  # the writer's pending `queue.get()`, alone
+        if len(getters) != 1 or getters[0].done():
+            return None
+        conn = proto.conn
+        if (
+            proto.close_sent
+            or proto.disconnected
+            or not proto.handshake_complete
+            or proto.initial_response is not None
+            or not proto.writable.is_set()  # over the high-water mark: the writer waits, so must we
+            or conn.state is not State.OPEN
+            or conn.writes
+            or conn.extensions
+            or conn.expect_continuation_frame
+        ):
+            return None
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            return None
+    except AttributeError:  # pragma: no cover - another engineio/uvicorn/websockets version
+        return None
+    return transport
+
+
+def _direct_protocol(asgi_send: Any) -> Any:
+    """uvicorn's protocol object behind an ASGI `send`, if it is the sans-I/O WebSocket one's
+    own method (not wrapped by a middleware) with what `_idle_websocket` reads; else None."""
+    if WebSocketsSansIOProtocol is None:  # pragma: no cover
+        return None
+    proto = getattr(asgi_send, "__self__", None)
+    if type(proto) is not WebSocketsSansIOProtocol or getattr(asgi_send, "__func__", None) is not (
+        WebSocketsSansIOProtocol.send
+    ):
+        return None
+    needed = (
+        "conn",
+        "transport",
+        "writable",
+        "close_sent",
+        "disconnected",
+        "handshake_complete",
+        "initial_response",
+    )
+    conn = getattr(proto, "conn", None)
+    if not all(hasattr(proto, name) for name in needed) or not all(
+        hasattr(conn, name) for name in ("state", "writes", "extensions", "expect_continuation_frame")
+    ):
+        return None  # pragma: no cover
+    return proto
+
+
+def _tracking(websocket_class: type) -> type:
+    """Engine.IO's ASGI WebSocket wrapper, noting on the socket, while its WebSocket is served,
+    which uvicorn protocol its writer task sends through (its first WebSocket only: a socket
+    that gets a second one, e.g. a failed then retried upgrade, stays on the writer path)."""
+
+    class TrackedWebSocket(websocket_class):  # type: ignore[misc]
+        async def __call__(self, environ: dict[str, Any]) -> Any:
+            sock = getattr(self.handler, "__self__", None)
+            if not isinstance(sock, AsyncSocket):  # pragma: no cover
+                return await super().__call__(environ)
+            first = not getattr(sock, _SEEN, False)
+            setattr(sock, _SEEN, True)
+            setattr(sock, _DIRECT, _direct_protocol(environ.get("asgi.send")) if first else None)
+            try:
+                return await super().__call__(environ)
+            finally:
+                setattr(sock, _DIRECT, None)
+
+    TrackedWebSocket.__name__ = TrackedWebSocket.__qualname__ = websocket_class.__name__
+    return TrackedWebSocket
+
+
 class _NoBody:
     """`wsgi.input` of a WebSocket request (never read: it has no body)."""
 
@@ -201,6 +333,8 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
       and keeps it (2.6 KB) in the environ, which lives as long as the connection: a WebSocket
       request gets a shared body-less `wsgi.input` instead.
     - `AsyncSocket.poll` waits with `asyncio.timeout` rather than `asyncio.wait_for` (see `_poll`).
+    - Each WebSocket notes which uvicorn connection it is, so that `FanoutManager` can write a
+      delivery straight to it while its writer task is idle (see `_idle_websocket`).
     """
     eio = server.eio
     translate = eio._async["translate_request"]
@@ -211,5 +345,9 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
             environ["wsgi.input"] = _NO_BODY
         return environ
 
-    eio._async = {**eio._async, "translate_request": translate_request}
+    tracked = {"translate_request": translate_request}
+    websocket = eio._async.get("websocket")
+    if isinstance(websocket, type):
+        tracked["websocket"] = _tracking(websocket)
+    eio._async = {**eio._async, **tracked}
     AsyncSocket.poll = _poll
