@@ -252,3 +252,30 @@ async def test_a_notification_announced_while_the_catch_up_is_under_way_is_count
     await eventually(lambda: a.got(UNREAD) and a.got(UNREAD)[-1] == {"unread": 2})
     await asyncio.sleep(QUIET)
     assert a.got(UNREAD)[-1] == {"unread": 2}
+
+
+async def test_a_notification_emitted_by_another_process_is_written_straight_to_idle_websockets(
+    fake: FakeStrapi, redis_server: RedisServer
+) -> None:
+    router = respx.MockRouter(assert_all_mocked=True, assert_all_called=False)
+    router.get(path="/_health").respond(204)
+    router.route(host="strapi.test").mock(side_effect=fake.handle)
+    transport = httpx.MockTransport(router.async_handler)
+    settings: dict[str, Any] = {"redis_url": redis_server.url, "reconcile_interval": 0}
+    a = build_sidecar(make_settings(**settings), transport=transport)
+    b = build_sidecar(make_settings(**settings), transport=transport)
+    async with serve(a.asgi) as url_a, serve(b.asgi) as url_b:
+        async with asyncio.timeout(5):
+            while not (await _ready(url_a) and await _ready(url_b)):
+                await asyncio.sleep(0.05)
+        here, there = await _client(url_a, USER), await _client(url_b, OTHER_USER)
+        try:
+            before_a, before_b = a.sio.manager.direct_writes, b.sio.manager.direct_writes
+            row = fake.publish(1, minute=1, users=(USER, OTHER_USER))
+            await a.gateway.notify([USER, OTHER_USER], wire(row))
+            await eventually(lambda: here.got("notificacion") and there.got("notificacion"))
+            assert a.sio.manager.direct_writes > before_a
+            assert b.sio.manager.direct_writes > before_b  # through Redis, the same fast path
+        finally:
+            await here.sio.disconnect()
+            await there.sio.disconnect()
