@@ -4,6 +4,7 @@ count queries; in one process and across processes (REDIS_URL)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from adapter.app import build_sidecar
+from adapter.app import Sidecar, build_sidecar
 from tests.conftest import make_settings
 from tests.redis_server import RedisServer
 from tests.serving import eventually, serve
@@ -181,8 +182,11 @@ async def test_an_echo_from_elsewhere_without_its_payload_is_recounted(running: 
 # -- two processes ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def pair(fake: FakeStrapi, redis_server: RedisServer) -> AsyncIterator[tuple[str, str]]:
+@contextlib.asynccontextmanager
+async def two_processes(
+    fake: FakeStrapi, redis_server: RedisServer
+) -> AsyncIterator[list[tuple[Sidecar, str]]]:
+    """Two sidecars sharing a real Redis, each on a real port: `[(sidecar, url), ...]`."""
     router = respx.MockRouter(assert_all_mocked=True, assert_all_called=False)
     router.get(path="/_health").respond(204)
     router.route(host="strapi.test").mock(side_effect=fake.handle)
@@ -194,6 +198,12 @@ async def pair(fake: FakeStrapi, redis_server: RedisServer) -> AsyncIterator[tup
         async with asyncio.timeout(5):
             while not (await _ready(url_a) and await _ready(url_b)):
                 await asyncio.sleep(0.05)
+        yield [(a, url_a), (b, url_b)]
+
+
+@pytest.fixture
+async def pair(fake: FakeStrapi, redis_server: RedisServer) -> AsyncIterator[tuple[str, str]]:
+    async with two_processes(fake, redis_server) as [(_, url_a), (_, url_b)]:
         yield url_a, url_b
 
 
@@ -257,17 +267,7 @@ async def test_a_notification_announced_while_the_catch_up_is_under_way_is_count
 async def test_a_notification_emitted_by_another_process_is_written_straight_to_idle_websockets(
     fake: FakeStrapi, redis_server: RedisServer
 ) -> None:
-    router = respx.MockRouter(assert_all_mocked=True, assert_all_called=False)
-    router.get(path="/_health").respond(204)
-    router.route(host="strapi.test").mock(side_effect=fake.handle)
-    transport = httpx.MockTransport(router.async_handler)
-    settings: dict[str, Any] = {"redis_url": redis_server.url, "reconcile_interval": 0}
-    a = build_sidecar(make_settings(**settings), transport=transport)
-    b = build_sidecar(make_settings(**settings), transport=transport)
-    async with serve(a.asgi) as url_a, serve(b.asgi) as url_b:
-        async with asyncio.timeout(5):
-            while not (await _ready(url_a) and await _ready(url_b)):
-                await asyncio.sleep(0.05)
+    async with two_processes(fake, redis_server) as [(a, url_a), (b, url_b)]:
         here, there = await _client(url_a, USER), await _client(url_b, OTHER_USER)
         try:
             before_a, before_b = a.sio.manager.direct_writes, b.sio.manager.direct_writes
