@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,11 @@ from redis.asyncio import Redis
 
 from adapter.notifications import KnownIds
 from adapter.shared import RedisLedger
-from adapter.strapi import StrapiClient, build_http_client
+from adapter.strapi import StrapiClient
 from tests.conftest import make_settings
 from tests.redis_server import RedisServer
-from tests.unit.test_lifecycle import BASE, DOC, EVERYONE, FakeStrapi, RecordingNotifier
+from tests.unit import test_lifecycle
+from tests.unit.test_lifecycle import DOC, EVERYONE, FakeStrapi, RecordingNotifier
 from webhooks.lifecycle import NotificationLifecycle
 
 SAMPLES = Path(__file__).parent.parent / "fixtures" / "webhook-samples.jsonl"
@@ -59,17 +60,9 @@ def delivery(fake: FakeStrapi, document_id: str = DOC) -> dict[str, Any]:
     return entry
 
 
-@pytest.fixture
-async def strapi() -> AsyncIterator[StrapiClient]:
-    async with build_http_client(BASE, "tok", 5.0) as http:
-        yield StrapiClient(http)
-
-
-@pytest.fixture
-def fake(respx_mock: respx.MockRouter) -> FakeStrapi:
-    fake = FakeStrapi()
-    respx_mock.route(host="strapi.test").mock(side_effect=fake.handle)
-    return fake
+# The lifecycle suite's Strapi client and fake Strapi.
+strapi = test_lifecycle.strapi
+fake = test_lifecycle.fake
 
 
 @pytest.fixture
