@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 RECOUNT_CONCURRENCY = 8
 SETTLE_TRIES = 3
+SETTLE_AGAIN_SECONDS = 0.5
 Ack = dict[str, Any]
 
 
@@ -391,13 +392,20 @@ class SocketGateway:
         """`counted`: the unread count from a Strapi query started when the user's count had
         taken `deltas` deltas. If one came in meanwhile (a notification announced, a read echoed
         while the catch-up was under way), that answer may or may not hold it: count again, until
-        no delta overtakes the query (a few tries; then the last answer)."""
+        no delta overtakes the query (a few tries; then the last answer, and a recount sent a
+        moment later)."""
         for _ in range(SETTLE_TRIES):
             if self._deltas.get(user_id, 0) == deltas:
-                break
+                return counted
             deltas = self._deltas.get(user_id, 0)
             counted = await self._inbox.unread_count(user_id)
+        if self._deltas.get(user_id, 0) != deltas:  # still overtaken: again once the burst is over
+            self._spawn(self._recount_later(user_id))
         return counted
+
+    async def _recount_later(self, user_id: int) -> None:
+        await asyncio.sleep(SETTLE_AGAIN_SECONDS)
+        await self.recount([user_id])
 
     def _announced(self, payload: dict[str, Any], users: list[int]) -> None:
         """Reads of a notification just announced to `users` need not look it up in Strapi."""

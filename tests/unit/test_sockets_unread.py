@@ -279,3 +279,35 @@ async def test_a_notification_emitted_by_another_process_is_written_straight_to_
         finally:
             await here.sio.disconnect()
             await there.sio.disconnect()
+
+
+async def test_a_count_overtaken_at_every_try_is_corrected_once_the_burst_is_over(running: Running) -> None:
+    inbox_of_three(running.fake)  # user 5: 1 and 3 unread
+    gateway = running.sidecar.gateway
+    catch_up, unread_count = gateway._inbox.catch_up, gateway._inbox.unread_count
+    burst = iter(range(10, 15))  # five announcements, each landing while Strapi answers a count
+
+    async def announce_next() -> None:
+        number = next(burst, None)
+        if number is not None:
+            row = running.fake.publish(number, minute=number, users=(USER,))
+            await gateway.notify([USER], wire(row))
+
+    async def overtaken_catch_up(*args: Any, **kwargs: Any) -> Any:
+        page = await catch_up(*args, **kwargs)
+        await announce_next()
+        return page
+
+    async def overtaken_count(user_id: int) -> int:
+        count = await unread_count(user_id)
+        await announce_next()
+        return count
+
+    gateway._inbox.catch_up = overtaken_catch_up  # type: ignore[method-assign]
+    gateway._inbox.unread_count = overtaken_count  # type: ignore[method-assign]
+    a = await running.connect(USER)
+
+    # 2 unread, then 5 more: the last count the client gets says 7
+    await eventually(lambda: a.got(UNREAD) and a.got(UNREAD)[-1] == {"unread": 7}, within=5)
+    await asyncio.sleep(QUIET)
+    assert a.got(UNREAD)[-1] == {"unread": 7}
