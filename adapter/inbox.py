@@ -110,14 +110,8 @@ class Inbox:
             read = await self._read_among(user_id, [str(n["documentId"]) for n in found.items])
             if unread is None and cursor is None and found.total <= len(found.items):
                 unread = found.total - len(read)  # the page holds every addressed notification
-            consumed = 0
-            for notification in found.items:
-                consumed += 1
-                cursor = (str(notification.get("publishedAt")), str(notification["documentId"]))
-                if notification["documentId"] not in read:
-                    items.append(notification)
-                if len(items) == limit:
-                    break
+            consumed, last = _take_unread(found.items, read, limit, items)
+            cursor = last or cursor
             has_more = found.total > consumed
             if len(items) == limit or not has_more:
                 break
@@ -377,18 +371,29 @@ def _settle(answer: asyncio.Future[InboxPage | None], outcome: InboxPage | BaseE
         answer.set_result(outcome)
 
 
-def _first_page(addressed: list[Document], read: set[str], limit: int) -> InboxPage:
-    """What `Inbox.page(cursor=None)` makes of every addressed notification (newest first)."""
-    items: list[Document] = []
+def _take_unread(
+    notifications: list[Document], read: set[str], limit: int, items: list[Document]
+) -> tuple[int, tuple[str, str] | None]:
+    """Append the unread of `notifications` (newest first) to `items` until it holds `limit`.
+
+    Returns how many notifications were looked at, and the cursor of the last one (None: none).
+    """
     consumed = 0
     cursor: tuple[str, str] | None = None
-    for notification in addressed:
+    for notification in notifications:
         consumed += 1
         cursor = (str(notification.get("publishedAt")), str(notification["documentId"]))
         if notification["documentId"] not in read:
             items.append(notification)
         if len(items) == limit:
             break
+    return consumed, cursor
+
+
+def _first_page(addressed: list[Document], read: set[str], limit: int) -> InboxPage:
+    """What `Inbox.page(cursor=None)` makes of every addressed notification (newest first)."""
+    items: list[Document] = []
+    consumed, cursor = _take_unread(addressed, read, limit, items)
     has_more = len(addressed) > consumed
     unread = len(addressed) - sum(1 for n in addressed if n["documentId"] in read)
     next_cursor = f"{cursor[0]}~{cursor[1]}" if has_more and cursor is not None else None
