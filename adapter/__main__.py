@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from adapter import __version__
 from adapter.app import Sidecar, build_sidecar
 from adapter.check import run_check
+from adapter.lean import LeanWebSocketProtocol
 from adapter.logs import configure_logging
 from adapter.settings import Settings, describe_validation_error
 from adapter.workers import Supervisor, worker_command
@@ -36,7 +37,8 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 KEEP_ALIVE_SECONDS = 65
 # How uvicorn serves the sidecar (what matters for fan-out speed and memory per connection).
 SERVER_OPTIONS: dict[str, Any] = {
-    "ws": "websockets-sansio",
+    # uvicorn's sans-I/O WebSocket protocol, keeping less per connection (adapter/lean.py).
+    "ws": LeanWebSocketProtocol,
     # No permessage-deflate (socket.io's Node server declines it by default too): a zlib context
     # per connection was about half of its memory, and compressing every message once per
     # recipient much of a fan-out's CPU. Notifications are small JSON.

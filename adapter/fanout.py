@@ -26,19 +26,19 @@ It is a plain `AsyncManager` subclass; `fanout_manager_class` puts it under a pu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import socketio
-from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+
+from adapter.lean import lean_sockets
 
 try:  # the WebSocket protocol the sidecar is served with (`ws="websockets-sansio"`)
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -184,33 +184,6 @@ def with_fanout(manager_class: type[M]) -> type[M]:
 # -- what each WebSocket connection keeps, and what each delivery costs ---------------------------
 
 
-async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
-    """`AsyncSocket.poll` without `asyncio.wait_for`, which on Python 3.11 wraps `queue.get()` in
-    a task of its own each time: one more task per delivered message, and one more held by every
-    idle connection. Same result: the packets queued (at least one; none once closing), and
-    `QueueEmpty` after the ping interval + timeout without any (or when cancelled)."""
-    queue = self.queue
-    try:
-        if queue.empty():
-            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                packets = [await queue.get()]
-        else:
-            packets = [queue.get_nowait()]
-        queue.task_done()
-    except (TimeoutError, asyncio.CancelledError):
-        raise engineio_exceptions.QueueEmpty() from None
-    if packets == [None]:
-        return []
-    while not queue.empty():
-        pkt = queue.get_nowait()
-        queue.task_done()
-        if pkt is None:
-            queue.put_nowait(None)
-            break
-        packets.append(pkt)
-    return packets
-
-
 # Writing a delivery straight to an idle WebSocket. Every recipient of a notification gets the same
 # bytes on the wire (a server's frames are not masked, and compression is declined), so they are
 # framed once and written to each transport, instead of waking each socket's writer task to frame
@@ -241,10 +214,7 @@ def _idle_websocket(sock: AsyncSocket) -> Any:
         return None
     queue = sock.queue
     try:
-        if queue.qsize():
-            return None
-        getters = queue._getters  # the writer's pending `queue.get()`, alone
-        if len(getters) != 1 or getters[0].done():
+        if queue.qsize() or queue.waiting_getters() != 1:  # the writer's `queue.get()`, parked
             return None
         conn = proto.conn
         if (
@@ -273,7 +243,7 @@ def _direct_protocol(asgi_send: Any) -> Any:
     if WebSocketsSansIOProtocol is None:  # pragma: no cover
         return None
     proto = getattr(asgi_send, "__self__", None)
-    if type(proto) is not WebSocketsSansIOProtocol or getattr(asgi_send, "__func__", None) is not (
+    if not isinstance(proto, WebSocketsSansIOProtocol) or getattr(asgi_send, "__func__", None) is not (
         WebSocketsSansIOProtocol.send
     ):
         return None
@@ -332,7 +302,7 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
     - Engine.IO's request translation (ASGI scope -> environ) defines a class for every request
       and keeps it (2.6 KB) in the environ, which lives as long as the connection: a WebSocket
       request gets a shared body-less `wsgi.input` instead.
-    - `AsyncSocket.poll` waits with `asyncio.timeout` rather than `asyncio.wait_for` (see `_poll`).
+    - Each socket keeps less while it waits (adapter/lean.py).
     - Each WebSocket notes which uvicorn connection it is, so that `FanoutManager` can write a
       delivery straight to it while its writer task is idle (see `_idle_websocket`).
     """
@@ -350,4 +320,4 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
     if isinstance(websocket, type):
         tracked["websocket"] = _tracking(websocket)
     eio._async = {**eio._async, **tracked}
-    AsyncSocket.poll = _poll
+    lean_sockets(eio)

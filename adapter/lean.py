@@ -1,0 +1,353 @@
+"""What each open connection keeps in memory, made smaller.
+
+An idle Socket.IO connection is mostly bookkeeping: uvicorn's WebSocket protocol object and
+Engine.IO's socket, each with an `asyncio.Queue` (three deques and an `Event`, about 3 KB each),
+the handshake's request and response kept after the handshake, a task that sleeps until the next
+ping, and a task per read created only to put a timeout around it. None of that is needed for a
+connection that is waiting for the next notification. Here:
+
+- `LeanQueue` and `LeanEvent`: the parts of `asyncio.Queue` and `asyncio.Event` that Engine.IO
+  and uvicorn use, holding nothing while empty (a deque only while items wait, a future only
+  while somebody waits).
+- `LeanWebSocketProtocol`: uvicorn's sans-I/O WebSocket protocol with those, and without the
+  handshake's request and response once the handshake is done (the ASGI scope keeps what the
+  application needs of the request).
+- `lean_sockets`: Engine.IO's sockets get a `LeanQueue`; a ping is a timer, not a task; the
+  WebSocket reader awaits the next message directly, with no timeout of its own: a silent client
+  is closed by Engine.IO's ping check (every socket, every ping timeout), and the socket's writer
+  then closes the WebSocket.
+
+The behaviour on the wire is Engine.IO's: the same packets, the same ping schedule, the same
+timeouts (see docs/protocol.md); tests/unit/test_lean.py checks it with real clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from engineio import exceptions as engineio_exceptions
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+__all__ = ["LeanEvent", "LeanQueue", "LeanWebSocketProtocol", "lean_sockets", "poll"]
+
+
+def _wake_first(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake the first waiter still waiting (`waiters` is left without it)."""
+    while waiters:
+        waiter = waiters.pop(0)
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+class LeanQueue:
+    """An unbounded FIFO queue with the interface of `asyncio.Queue` that Engine.IO and uvicorn
+    use (`put`, `put_nowait`, `get`, `get_nowait`, `empty`, `qsize`, `task_done`, `join`), and
+    the same behaviour: getters are served in order, a woken getter that is cancelled passes its
+    turn on, `join` waits until every item taken was marked done. Empty and unwatched, it holds
+    four empty slots (an `asyncio.Queue` holds about 3 KB)."""
+
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if maxsize:
+            raise ValueError("LeanQueue is unbounded")
+        self._items: deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+        self._joiners: list[asyncio.Future[None]] | None = None
+        self._unfinished = 0
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return False
+
+    def waiting_getters(self) -> int:
+        """How many `get()` calls are parked on the empty queue (not yet woken)."""
+        return sum(1 for getter in self._getters if not getter.done()) if self._getters else 0
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        self._unfinished += 1
+        if self._getters:
+            _wake_first(self._getters)
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        items = self._items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()  # in case it is still waiting
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():  # woken, then cancelled: pass the turn on
+                    _wake_first(self._getters)
+                raise
+            finally:
+                if not self._getters:
+                    self._getters = None
+        return self.get_nowait()
+
+    def task_done(self) -> None:
+        if self._unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._unfinished -= 1
+        if self._unfinished == 0 and self._joiners:
+            joiners, self._joiners = self._joiners, None
+            for joiner in joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            joiner = asyncio.get_running_loop().create_future()
+            if self._joiners is None:
+                self._joiners = []
+            self._joiners.append(joiner)
+            await joiner
+
+
+class LeanEvent:
+    """`asyncio.Event` (`set`, `clear`, `is_set`, `wait`) holding no deque while nobody waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self, value: bool = False) -> None:
+        self._set = value
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters or ():
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with a `LeanQueue` and a `LeanEvent`, letting go of
+    the handshake's request and response once the connection is accepted or refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = LeanQueue()  # type: ignore[assignment]
+        self.writable = LeanEvent(True)  # type: ignore[assignment]
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        # The scope has what the application reads of the request. websockets' parser keeps the
+        # request object for as long as the connection lives: its headers go at least.
+        self.request = None  # type: ignore[assignment]
+        event.headers.clear()
+
+    def start_keepalive(self) -> None:
+        # Called by `send` right after the accepting response was written: it is not read again.
+        self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
+
+
+# -- Engine.IO sockets --------------------------------------------------------------------------
+
+
+async def poll(self: AsyncSocket) -> list[eio_packet.Packet]:
+    """`AsyncSocket.poll` (a long-polling GET's wait) without `asyncio.wait_for`, which on Python
+    3.11 wraps `queue.get()` in a task of its own each time. Same result: the packets queued (at
+    least one; none once closing), and `QueueEmpty` after the ping interval + timeout without any
+    (or when cancelled)."""
+    queue = self.queue
+    try:
+        if queue.empty():
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                packets = [await queue.get()]
+        else:
+            packets = [queue.get_nowait()]
+        queue.task_done()
+    except (TimeoutError, asyncio.CancelledError):
+        raise engineio_exceptions.QueueEmpty() from None
+    if packets == [None]:
+        return []
+    return _more(queue, packets)
+
+
+def _more(queue: Any, packets: list[Any]) -> list[Any]:
+    """`packets` plus whatever else is queued, up to a closing `None` (left in the queue)."""
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            queue.put_nowait(None)
+            break
+        packets.append(pkt)
+    return packets
+
+
+def _schedule_ping(self: AsyncSocket) -> None:
+    """`AsyncSocket.schedule_ping` with a timer instead of a task sleeping until the ping."""
+    if self.last_ping:  # only once the previous ping was answered (or at the start)
+        self.last_ping = None
+        asyncio.get_running_loop().call_later(self.server.ping_interval, _ping, self)
+
+
+def _ping(sock: AsyncSocket) -> None:
+    """What `AsyncSocket._send_ping` does once its sleep is over."""
+    if sock.closing or sock.closed:
+        return
+    sock.last_ping = time.time()
+    sock.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
+async def _next_message(sock: AsyncSocket, ws: Any) -> Any:
+    """The next message on `sock`'s WebSocket; OSError once it is closed, ValueError if too large."""
+    data = await ws.wait()
+    if data and len(data) > sock.server.max_http_buffer_size:
+        raise ValueError("packet is too large")
+    return data
+
+
+async def _finish_upgrade(sock: AsyncSocket, ws: Any) -> bool:
+    """A polling socket upgrading: the client's `2probe` answered with `3probe`, then its `5`
+    (upgrade). False (the socket stays on polling) if the client does something else."""
+    sock.upgrading = True  # hold packet sends during the upgrade
+    try:
+        probe = eio_packet.Packet(encoded_packet=await _next_message(sock, ws))
+        if probe.packet_type != eio_packet.PING or probe.data != "probe":
+            sock.server.logger.info("%s: Failed websocket upgrade, no PING packet", sock.sid)
+            return False
+        await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+        await sock.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+        upgrade = eio_packet.Packet(encoded_packet=await _next_message(sock, ws))
+        if upgrade.packet_type != eio_packet.UPGRADE:
+            sock.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet", sock.sid)
+            sock.upgraded = False
+            return False
+    except (OSError, ValueError):
+        return False
+    finally:
+        sock.upgrading = False
+    sock.upgraded = True
+    return True
+
+
+async def _write(sock: AsyncSocket, ws: Any) -> None:
+    """The socket's writer: sends what is queued, in order, until the socket closes; then closes
+    the WebSocket (which ends the reader too)."""
+    queue = sock.queue
+    try:
+        while True:
+            pkt = await queue.get()
+            queue.task_done()
+            if pkt is None:
+                break
+            for each in _more(queue, [pkt]):
+                await ws.send(each.encode())
+            if sock.closed:  # a close packet was the last thing to send
+                break
+    except (Exception, asyncio.CancelledError):  # noqa: S110 - the connection is gone, or the server stops
+        pass
+    await ws.close()
+
+
+async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
+    """Engine.IO's WebSocket transport for one socket: the reader (this coroutine) and a writer
+    task. Unlike `AsyncSocket._websocket_handler`, the reader awaits each message directly: no
+    task per message, and no timeout per read (a client that stops answering pings is closed by
+    Engine.IO's service task, and the writer then closes the WebSocket)."""
+    if self.connected:
+        if not await _finish_upgrade(self, ws):
+            return
+    else:
+        self.connected = True
+        self.upgraded = True
+    writer = asyncio.ensure_future(_write(self, ws))
+    self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+    while True:
+        try:
+            data = await _next_message(self, ws)
+        except (OSError, ValueError, asyncio.CancelledError):
+            break
+        if data is None:
+            break  # closed by the client
+        try:
+            await self.receive(eio_packet.Packet(encoded_packet=data))
+        except engineio_exceptions.UnknownPacketError:
+            pass
+        except engineio_exceptions.SocketIsClosedError:
+            self.server.logger.info("Receive error -- socket is closed")
+            break
+        except Exception:  # a bad packet must not end the connection (Engine.IO logs it)
+            self.server.logger.exception("Unknown receive error")
+    await self.queue.put(None)  # lets the writer finish
+    await writer
+    await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+
+async def _close(self: AsyncSocket, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+    """`AsyncSocket.close`, then, for a socket on a WebSocket, the end of its writer: the writer
+    closes the WebSocket, whose reader then ends (it has no timeout of its own). A socket closed
+    for not answering pings queues no close packet, so without this its writer would wait on."""
+    was_open = not self.closed
+    await _stock_close(self, wait=wait, abort=abort, reason=reason)
+    if was_open and self.closed and self.upgraded:
+        self.queue.put_nowait(None)
+
+
+_stock_close = AsyncSocket.close
+
+
+def lean_sockets(eio: Any) -> None:
+    """Engine.IO sockets of `eio` (an `engineio.AsyncServer`) get a `LeanQueue`, ping by timer,
+    and the lean WebSocket transport above (the last two for every `AsyncSocket` of this process,
+    like `poll`: Engine.IO creates them itself)."""
+    eio.create_queue = lambda *args, **kwargs: LeanQueue()
+    AsyncSocket.poll = poll
+    AsyncSocket.schedule_ping = _schedule_ping
+    AsyncSocket._websocket_handler = _websocket_handler
+    AsyncSocket.close = _close

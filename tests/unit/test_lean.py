@@ -1,0 +1,252 @@
+"""The leaner per-connection parts (adapter/lean.py) behave as what they replace: asyncio's queue
+and event, and Engine.IO's ping schedule and WebSocket transport, with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+import pytest
+import socketio
+import websockets
+
+from adapter.lean import LeanEvent, LeanQueue, LeanWebSocketProtocol
+from tests.serving import eventually
+from tests.unit.test_fanout import Recorder, server
+
+# -- the queue and the event ---------------------------------------------------------------------
+
+
+async def test_the_queue_is_first_in_first_out_and_wakes_its_getters_in_order() -> None:
+    queue = LeanQueue()
+    assert queue.empty()
+    assert queue.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert queue.waiting_getters() == 2
+    await queue.put("a")
+    queue.put_nowait("b")
+    queue.put_nowait("c")
+    assert await first == "a"
+    assert await second == "b"
+    assert queue.qsize() == 1
+    assert queue.get_nowait() == "c"
+    assert queue.empty()
+    assert queue.waiting_getters() == 0
+
+
+async def test_a_woken_getter_that_is_cancelled_passes_the_item_on() -> None:
+    queue = LeanQueue()
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("only")  # wakes `first`...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await second == "only"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert queue.empty()
+    assert queue.waiting_getters() == 0
+
+
+async def test_a_cancelled_waiting_getter_leaves_nothing_behind() -> None:
+    queue = LeanQueue()
+    getter = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    getter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+    assert queue.waiting_getters() == 0
+    queue.put_nowait(1)
+    assert await queue.get() == 1
+
+
+async def test_join_waits_until_every_item_taken_is_done() -> None:
+    queue = LeanQueue()
+    await queue.join()  # nothing unfinished: at once
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    joined = asyncio.ensure_future(queue.join())
+    queue.get_nowait()
+    queue.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    queue.get_nowait()
+    queue.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError, match="too many times"):
+        queue.task_done()
+    with pytest.raises(ValueError, match="unbounded"):
+        LeanQueue(5)
+
+
+async def test_the_event_wakes_every_waiter_and_can_be_cleared() -> None:
+    event = LeanEvent()
+    assert not event.is_set()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    cancelled = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    event.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    event.clear()
+    assert not event.is_set()
+    assert await asyncio.wait_for(asyncio.gather(event.wait(), _set_soon(event)), 1) == [True, None]
+    assert await LeanEvent(True).wait()
+
+
+async def _set_soon(event: LeanEvent) -> None:
+    await asyncio.sleep(0.01)
+    event.set()
+
+
+# -- Engine.IO over the lean transport, with real clients ---------------------------------------
+
+
+async def until_closed(ws: Any) -> list[Any]:
+    """What the server sends on `ws` until it closes it (each message within 5 s, or TimeoutError)."""
+    frames = []
+    try:
+        while True:
+            frames.append(await asyncio.wait_for(ws.recv(), 5))
+    except websockets.ConnectionClosed:
+        return frames
+
+
+async def test_the_server_is_served_by_the_lean_websocket_protocol_without_the_handshake() -> None:
+    async with server() as (sio, url):
+        client = Recorder(url)
+        sid = await client.connect("user-1")
+        sock = sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")]
+        proto = sio.environ[sock.sid]["asgi.send"].__self__
+        assert isinstance(proto, LeanWebSocketProtocol)
+        assert proto.request is None
+        assert proto.response is None
+        assert sio.environ[sock.sid]["HTTP_UPGRADE"].lower() == "websocket"  # the app still has them
+        await sio.emit("n", 1, to="user-1")
+        await eventually(lambda: client.events == [("n", 1)])
+        await client.sio.disconnect()
+
+
+async def test_pings_keep_answering_clients_connected_and_each_ping_is_on_time() -> None:
+    async with server() as (sio, url):
+        sio.eio.ping_interval, sio.eio.ping_timeout = 0.2, 0.5
+        client = Recorder(url)
+        sid = await client.connect("user-1")
+        sock = sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")]
+        pings: list[float] = []
+        answer = sock.receive
+
+        async def noting(pkt: Any) -> None:
+            if pkt.packet_type == 3:  # PONG
+                pings.append(time.monotonic())
+            await answer(pkt)
+
+        sock.receive = noting
+        await asyncio.sleep(1.5)  # over two ping interval + timeout
+        assert client.sio.connected
+        assert not sock.closed
+        assert len(pings) >= 4, pings
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        assert all(0.15 < gap < 0.6 for gap in gaps), gaps
+        await client.sio.disconnect()
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_and_its_websocket_too() -> None:
+    async with server() as (sio, url):
+        sio.eio.ping_interval, sio.eio.ping_timeout = 0.2, 0.3
+        gone: list[str] = []
+        sio.on("disconnect", lambda sid, reason: gone.append(reason))
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket&room=user-1"
+        async with websockets.connect(ws_url) as ws:  # answers the WebSocket's pings, not Engine.IO's
+            assert (await ws.recv()).startswith("0{")
+            await ws.send("40")
+            assert (await ws.recv()).startswith("40")
+            started = time.monotonic()
+            received = await until_closed(ws)
+            closed_after = time.monotonic() - started
+        assert received[0] == "2"  # pinged, never answered
+        assert closed_after < 0.2 + 0.3 + 1.5, closed_after  # the ping check runs every ping timeout
+        assert gone == [sio.reason.PING_TIMEOUT]
+        await eventually(lambda: not sio.eio.sockets)
+
+
+async def test_polling_clients_upgrade_to_the_websocket_and_keep_their_messages() -> None:
+    async with server() as (sio, url):
+        client = socketio.AsyncClient(reconnection=False)
+        got: list[Any] = []
+        client.on("n", got.append)
+        await client.connect(f"{url}?room=user-1", transports=["polling", "websocket"], wait_timeout=5)
+        await eventually(lambda: client.transport() == "websocket")
+        for n in range(5):
+            await sio.emit("n", n, to="user-1")
+        await eventually(lambda: got == [0, 1, 2, 3, 4])
+        sock = next(iter(sio.eio.sockets.values()))
+        assert sock.upgraded
+        assert not sock.upgrading
+        await client.disconnect()
+        await eventually(lambda: not sio.eio.sockets)
+
+
+async def test_a_failed_upgrade_leaves_the_client_on_polling() -> None:
+    async with server() as (sio, url):
+        client = socketio.AsyncClient(reconnection=False)
+        got: list[Any] = []
+        client.on("n", got.append)
+        await client.connect(f"{url}?room=user-1", transports=["polling"], wait_timeout=5)
+        sid = client.get_sid()
+        eio_sid = client.eio.sid
+        ws_url = url.replace("http", "ws") + f"/socket.io/?EIO=4&transport=websocket&sid={eio_sid}"
+        async with websockets.connect(ws_url) as ws:
+            await ws.send("4garbage")  # not the probe
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+        sock = sio.eio.sockets[eio_sid]
+        assert not sock.upgraded
+        assert not sock.upgrading
+        await sio.emit("n", "still here", to=sid)
+        await eventually(lambda: got == ["still here"])
+        await sio.eio.disconnect(eio_sid)  # ends the pending poll (the client's own disconnect waits for it)
+        await eventually(lambda: not client.connected)
+
+
+async def test_the_server_closing_a_socket_closes_its_websocket() -> None:
+    async with server() as (sio, url):
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket&room=user-1"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()
+            await ws.send("40")
+            sid = json.loads((await ws.recv())[2:])["sid"]
+            await sio.eio.disconnect(sio.manager.eio_sid_from_sid(sid, "/"))
+            frames = await until_closed(ws)
+        assert frames == ["1"]  # Engine.IO's close packet, then the WebSocket's close
+        await eventually(lambda: not sio.eio.sockets)
+
+
+async def test_bad_packets_are_ignored_and_an_oversized_one_ends_only_that_connection() -> None:
+    async with server() as (sio, url):
+        sio.eio.max_http_buffer_size = 1000
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket&room=user-1"
+        async with websockets.connect(ws_url) as ws, websockets.connect(ws_url) as other:
+            for peer in (ws, other):
+                await peer.recv()
+                await peer.send("40")
+                await peer.recv()
+            await ws.send("9nonsense")  # an unknown Engine.IO packet: ignored
+            await ws.send("3")  # an unasked pong: harmless
+            await sio.emit("n", 1)
+            assert json.loads((await asyncio.wait_for(ws.recv(), 5))[2:]) == ["n", 1]
+            await ws.send("4" + "x" * 2000)
+            assert await until_closed(ws) == []
+            await sio.emit("n", 2)
+            assert json.loads((await asyncio.wait_for(other.recv(), 5))[2:]) == ["n", 1]
+            assert json.loads((await asyncio.wait_for(other.recv(), 5))[2:]) == ["n", 2]
+        await eventually(lambda: not sio.eio.sockets)
