@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import engineio
 import httpx
 import socketio
 from starlette.applications import Starlette
@@ -52,7 +53,7 @@ class Sidecar:
     gateway: SocketGateway
     dispatcher: WebhookDispatcher
     metrics: Metrics
-    asgi: socketio.ASGIApp
+    asgi: engineio.ASGIApp
 
     async def close_connections(self) -> None:
         """Before the server stops: close client transports so clients reconnect elsewhere."""
@@ -123,11 +124,13 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
         Route("/webhooks/strapi", WebhookReceiver(settings, dispatcher, metrics).handle, methods=["POST"]),
     ]
     web = Starlette(routes=routes, lifespan=lifespan)
-    asgi = socketio.ASGIApp(sio, other_asgi_app=web)
+    # Engine.IO's app straight onto Engine.IO (socketio.ASGIApp goes through `sio.handle_request`,
+    # which only passes the call on, and keeps its frame for as long as each connection lives).
+    asgi = engineio.ASGIApp(sio.eio, other_asgi_app=web, engineio_path="socket.io")
     return Sidecar(settings, http, strapi, sio, gateway, dispatcher, metrics, asgi)
 
 
-def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> socketio.ASGIApp:
+def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> engineio.ASGIApp:
     """The ASGI app for `settings`."""
     return build_sidecar(settings, transport=transport).asgi
 

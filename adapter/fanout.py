@@ -295,13 +295,31 @@ class _NoBody:
 
 _NO_BODY = _NoBody()
 
+# The headers of a WebSocket request that anything reads once it is accepted (ASGI names,
+# lower-case): Engine.IO (the upgrade, and the origin for CORS), the sidecar (a bearer token in
+# `Authorization`), and what tells where the client is (uvicorn applied the proxy headers it
+# trusts before this). Everything else (cookies, user agent, languages...) is dropped.
+WEBSOCKET_HEADERS = frozenset(
+    {
+        b"authorization",
+        b"connection",
+        b"host",
+        b"origin",
+        b"upgrade",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+    }
+)
+
 
 def lean_engineio(server: socketio.AsyncServer) -> None:
     """Make the Engine.IO server under `server` cheaper per connection and per message.
 
     - Engine.IO's request translation (ASGI scope -> environ) defines a class for every request
       and keeps it (2.6 KB) in the environ, which lives as long as the connection: a WebSocket
-      request gets a shared body-less `wsgi.input` instead.
+      request gets a shared body-less `wsgi.input` instead. The scope and the environ of a
+      WebSocket request also live as long as the connection, each with every header: they keep
+      only the headers that are read (`WEBSOCKET_HEADERS`), not cookies or user agents.
     - Each socket keeps less while it waits (adapter/lean.py).
     - Each WebSocket notes which uvicorn connection it is, so that `FanoutManager` can write a
       delivery straight to it while its writer task is idle (see `_idle_websocket`).
@@ -310,8 +328,11 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
     translate = eio._async["translate_request"]
 
     async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
+        websocket = scope.get("type") == "websocket"
+        if websocket:
+            scope["headers"] = [header for header in scope["headers"] if header[0] in WEBSOCKET_HEADERS]
         environ: dict[str, Any] = await translate(scope, receive, send)
-        if scope.get("type") == "websocket" and environ:
+        if websocket and environ:
             environ["wsgi.input"] = _NO_BODY
         return environ
 

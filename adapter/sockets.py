@@ -487,7 +487,10 @@ class SocketGateway:
             previous.cancel()
         delay = max(0.0, expires_at - time.time())
         loop = asyncio.get_running_loop()
-        self._expiry[sid] = loop.call_later(delay, lambda: self._spawn(self._expire(sid)))
+        self._expiry[sid] = loop.call_later(delay, self._expire_now, sid)
+
+    def _expire_now(self, sid: str) -> None:
+        self._spawn(self._expire(sid))
 
     async def _expire(self, sid: str) -> None:
         self._expiry.pop(sid, None)

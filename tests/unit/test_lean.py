@@ -250,3 +250,25 @@ async def test_bad_packets_are_ignored_and_an_oversized_one_ends_only_that_conne
             assert json.loads((await asyncio.wait_for(other.recv(), 5))[2:]) == ["n", 1]
             assert json.loads((await asyncio.wait_for(other.recv(), 5))[2:]) == ["n", 2]
         await eventually(lambda: not sio.eio.sockets)
+
+
+async def test_a_websocket_keeps_only_the_headers_that_are_read() -> None:
+    async with server() as (sio, url):
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket&room=user-1"
+        headers = {"Cookie": "session=" + "c" * 4000, "Authorization": "Bearer t0ken", "Origin": url}
+        async with websockets.connect(
+            ws_url, additional_headers=headers, user_agent_header="Browser/1.0"
+        ) as ws:
+            await ws.recv()
+            await ws.send("40")
+            await ws.recv()
+            environ = next(iter(sio.environ.values()))
+            assert environ["HTTP_AUTHORIZATION"] == "Bearer t0ken"  # what the sidecar reads
+            assert environ["HTTP_ORIGIN"] == url  # what Engine.IO checks (CORS)
+            assert environ["HTTP_UPGRADE"].lower() == "websocket"
+            assert "HTTP_COOKIE" not in environ
+            assert "HTTP_USER_AGENT" not in environ
+            names = {name for name, _ in environ["asgi.scope"]["headers"]}
+            assert names == {b"authorization", b"connection", b"host", b"origin", b"upgrade"}
+            await sio.emit("n", 1, to="user-1")
+            assert json.loads((await asyncio.wait_for(ws.recv(), 5))[2:]) == ["n", 1]
