@@ -12,6 +12,7 @@ count (`notification:unread`), mark-all-read, read echoes to the user's other so
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 RECOUNT_CONCURRENCY = 8
 SETTLE_TRIES = 3
 SETTLE_AGAIN_SECONDS = 0.5
+# An exact count from Strapi may hold a notification published a moment before it, whose
+# announcement (and +1) comes only after: the newest unread notifications of that count's page
+# are noted for this long, and their announcement then leaves the count as it is.
+INCLUDED_NEWEST = 5
+INCLUDED_SECONDS = 60.0
 Ack = dict[str, Any]
 
 
@@ -88,6 +94,9 @@ class SocketGateway:
         # Per user here, how many deltas have touched their count: an exact count from Strapi
         # whose query a delta overtook may miss that delta (or hold it), so it is asked again.
         self._deltas: dict[int, int] = {}
+        # Per user here: the newest notifications the last exact count holds already, until when
+        # their announcement may still come (see INCLUDED_NEWEST).
+        self._included: dict[int, tuple[float, frozenset[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
         self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
@@ -161,6 +170,7 @@ class SocketGateway:
                 del self._sockets[user_id]
                 self._unread.pop(user_id, None)
                 self._deltas.pop(user_id, None)
+                self._included.pop(user_id, None)
         self._count_presence()
 
     # -- client events ---------------------------------------------------------------------
@@ -206,7 +216,7 @@ class SocketGateway:
                 unread = await self._settled_unread(user_id, page.unread, deltas)
             except StrapiError as exc:
                 raise UpstreamError(f"Strapi failed: {exc.message}") from exc
-            self._unread[user_id] = unread
+            self._set_exact(user_id, unread, page.items if cursor is None else None)
             return {"ok": True, **self._page_body(page, unread)}
 
         return await self._answer(sid, "sync", sync, extra)
@@ -234,7 +244,7 @@ class SocketGateway:
         users = sorted(user_ids)
         await self._emit(self._settings.event_notification, payload, users)
         self._announced(payload, users)
-        await self._bump_unread(users)
+        await self._bump_unread(users, _document_id_of(payload))
         return len(users)
 
     def emitted_elsewhere(self, event: str, rooms: object, data: object = None) -> None:
@@ -250,7 +260,7 @@ class SocketGateway:
         if event == s.event_notification:
             if named is not None and isinstance(payload, dict):
                 self._announced(payload, named)
-            self._spawn(self._bump_unread(users))
+            self._spawn(self._bump_unread(users, _document_id_of(payload)))
         elif event in (s.event_read_echo, s.event_read_all):
             read = _documents_of_echo(payload)
             self._spawn(self._count_reads(users, read) if read is not None else self.recount(users))
@@ -334,7 +344,7 @@ class SocketGateway:
             return
         if page is None or unread is None or not wanted():
             return
-        self._unread[user_id] = unread
+        self._set_exact(user_id, unread, page.items)
         await self._sio.emit(self._settings.event_sync, self._page_body(page, unread), to=sid)
         self._metrics.emits.labels(self._settings.event_sync).inc()
 
@@ -385,6 +395,38 @@ class SocketGateway:
         for count, group in changed.items():
             await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
 
+    def _set_exact(self, user_id: int, unread: int, newest_first: Iterable[dict[str, Any]] | None) -> None:
+        """`unread`: the user's exact count, with the first page of their unread notifications
+        (None: a later page, which leaves what was noted of the first as it is)."""
+        self._unread[user_id] = unread
+        if newest_first is None:
+            return
+        included = frozenset(
+            str(item["documentId"]) for item in itertools.islice(newest_first, INCLUDED_NEWEST)
+        )
+        if included:
+            self._included[user_id] = (time.monotonic() + INCLUDED_SECONDS, included)
+        else:
+            self._included.pop(user_id, None)
+
+    def _holds_already(self, user_id: int, document_id: str | None) -> bool:
+        """Whether the user's count holds `document_id` already (counted before it was announced)."""
+        noted = self._included.get(user_id)
+        if noted is None or document_id is None:
+            return False
+        until, included = noted
+        if time.monotonic() > until:
+            del self._included[user_id]
+            return False
+        if document_id not in included:
+            return False
+        rest = included - {document_id}
+        if rest:
+            self._included[user_id] = (until, rest)
+        else:
+            del self._included[user_id]
+        return True
+
     def _touched(self, user_id: int) -> None:
         self._deltas[user_id] = self._deltas.get(user_id, 0) + 1
 
@@ -413,10 +455,13 @@ class SocketGateway:
         if isinstance(document_id, str) and users:
             self._receipts.announced(document_id, numeric_id if isinstance(numeric_id, int) else None, users)
 
-    async def _bump_unread(self, users: list[int]) -> None:
-        """A new notification for `users`: one more unread, for those connected here."""
+    async def _bump_unread(self, users: list[int], document_id: str | None = None) -> None:
+        """A new notification (`document_id`) for `users`: one more unread, for those connected
+        here whose count does not hold it already."""
         bumped: dict[int, list[int]] = defaultdict(list)
         for user_id in users:
+            if self._included and self._holds_already(user_id, document_id):
+                continue
             if user_id in self._sockets:
                 self._touched(user_id)
             if user_id in self._unread:
@@ -511,6 +556,11 @@ class SocketGateway:
     async def _user_of(self, sid: str) -> int:
         session = await self._sio.get_session(sid)
         return int(session["user_id"])
+
+
+def _document_id_of(payload: object) -> str | None:
+    document_id = payload.get("documentId") if isinstance(payload, dict) else None
+    return document_id if isinstance(document_id, str) else None
 
 
 def _token_from(auth: object, environ: dict[str, Any]) -> str | None:

@@ -311,3 +311,26 @@ async def test_a_count_overtaken_at_every_try_is_corrected_once_the_burst_is_ove
     await eventually(lambda: a.got(UNREAD) and a.got(UNREAD)[-1] == {"unread": 7}, within=5)
     await asyncio.sleep(QUIET)
     assert a.got(UNREAD)[-1] == {"unread": 7}
+
+
+async def test_a_notification_the_catch_up_counted_before_its_announcement_is_not_counted_twice(
+    running: Running,
+) -> None:
+    inbox_of_three(running.fake)  # user 5: 1 and 3 unread
+    row = running.fake.publish(9, minute=9, users=(USER,))  # published as the user connects...
+    a = await running.connect(USER)
+    b = await running.connect(USER)
+    assert a.got(SYNC)[0]["unread"] == b.got(SYNC)[0]["unread"] == 3  # ...so the catch-ups hold it
+    assert a.got(SYNC)[0]["items"][0]["documentId"] == doc(9)  # the newest
+
+    await running.sidecar.gateway.notify([USER], wire(row))  # ...and its webhook comes after
+    newer = running.fake.publish(10, minute=10, users=(USER,))
+    await running.sidecar.gateway.notify([USER], wire(newer))  # a new one still counts
+    await eventually(lambda: a.got(UNREAD) and b.got(UNREAD))
+    await asyncio.sleep(QUIET)
+    assert a.got(UNREAD) == b.got(UNREAD) == [{"unread": 4}]
+
+    assert (await a.call(READ, {"notificationId": doc(9)}))["ok"]
+    await eventually(lambda: len(b.got(UNREAD)) == 2)
+    await asyncio.sleep(QUIET)
+    assert a.got(UNREAD)[-1] == b.got(UNREAD)[-1] == {"unread": 3}
