@@ -270,6 +270,8 @@ def _tracking(websocket_class: type) -> type:
     that gets a second one, e.g. a failed then retried upgrade, stays on the writer path)."""
 
     class TrackedWebSocket(websocket_class):  # type: ignore[misc]
+        __slots__ = ("asgi_receive", "asgi_send", "handler")  # no dictionary per connection
+
         async def __call__(self, environ: dict[str, Any]) -> Any:
             sock = getattr(self.handler, "__self__", None)
             if not isinstance(sock, AsyncSocket):  # pragma: no cover
