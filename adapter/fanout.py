@@ -38,7 +38,7 @@ from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from adapter.lean import lean_sockets
+from adapter.lean import lean_sockets, writer_idle
 
 try:  # the WebSocket protocol the sidecar is served with (`ws="websockets-sansio"`)
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -212,9 +212,8 @@ def _idle_websocket(sock: AsyncSocket) -> Any:
     proto = getattr(sock, _DIRECT, None)
     if proto is None or not sock.upgraded or sock.upgrading or sock.closing or sock.closed:
         return None
-    queue = sock.queue
     try:
-        if queue.qsize() or queue.waiting_getters() != 1:  # the writer's `queue.get()`, parked
+        if not writer_idle(sock):  # no writer task holding or sending packets, nothing queued
             return None
         conn = proto.conn
         if (

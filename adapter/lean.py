@@ -3,8 +3,9 @@
 An idle Socket.IO connection is mostly bookkeeping: uvicorn's WebSocket protocol object and
 Engine.IO's socket, each with an `asyncio.Queue` (three deques and an `Event`, about 3 KB each),
 the handshake's request and response kept after the handshake, a task that sleeps until the next
-ping, and a task per read created only to put a timeout around it. None of that is needed for a
-connection that is waiting for the next notification. Here:
+ping, a task per read created only to put a timeout around it, and a writer task parked on the
+empty queue. None of that is needed for a connection that is waiting for the next notification.
+Here:
 
 - `LeanQueue` and `LeanEvent`: the parts of `asyncio.Queue` and `asyncio.Event` that Engine.IO
   and uvicorn use, holding nothing while empty (a deque only while items wait, a future only
@@ -15,7 +16,8 @@ connection that is waiting for the next notification. Here:
 - `lean_sockets`: Engine.IO's sockets get a `LeanQueue`; a ping is a timer, not a task; the
   WebSocket reader awaits the next message directly, with no timeout of its own: a silent client
   is closed by Engine.IO's ping check (every socket, every ping timeout), and the socket's writer
-  then closes the WebSocket.
+  then closes the WebSocket. The writer is a task only while there is something to send.
+- `LeanWebSocketProtocol` keeps its attributes in slots (see there).
 
 The behaviour on the wire is Engine.IO's: the same packets, the same ping schedule, the same
 timeouts (see docs/protocol.md); tests/unit/test_lean.py checks it with real clients.
@@ -24,8 +26,10 @@ timeouts (see docs/protocol.md); tests/unit/test_lean.py checks it with real cli
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from engineio import exceptions as engineio_exceptions
@@ -33,7 +37,7 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["LeanEvent", "LeanQueue", "LeanWebSocketProtocol", "lean_sockets", "poll"]
+__all__ = ["LeanEvent", "LeanQueue", "LeanWebSocketProtocol", "lean_sockets", "poll", "writer_idle"]
 
 
 def _wake_first(waiters: list[asyncio.Future[None]]) -> None:
@@ -52,7 +56,7 @@ class LeanQueue:
     turn on, `join` waits until every item taken was marked done. Empty and unwatched, it holds
     four empty slots (an `asyncio.Queue` holds about 3 KB)."""
 
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
+    __slots__ = ("_getters", "_items", "_joiners", "_unfinished", "consumer")
 
     def __init__(self, maxsize: int = 0) -> None:
         if maxsize:
@@ -61,6 +65,8 @@ class LeanQueue:
         self._getters: list[asyncio.Future[None]] | None = None
         self._joiners: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
+        # Called after each put: a consumer that is not parked in `get()` (see `_serve_writes`).
+        self.consumer: Callable[[], None] | None = None
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
@@ -82,6 +88,8 @@ class LeanQueue:
         self._unfinished += 1
         if self._getters:
             _wake_first(self._getters)
+        if self.consumer is not None:
+            self.consumer()
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
@@ -319,23 +327,59 @@ async def _finish_upgrade(sock: AsyncSocket, ws: Any) -> bool:
     return True
 
 
-async def _write(sock: AsyncSocket, ws: Any) -> None:
-    """The socket's writer: sends what is queued, in order, until the socket closes; then closes
-    the WebSocket (which ends the reader too)."""
+_WRITER = "_lean_writer"  # on an AsyncSocket on a WebSocket: its writer task, while it has one
+
+
+def _serve_writes(sock: AsyncSocket, ws: Any) -> None:
+    """From now on, what is queued on `sock` is sent on `ws` by a writer task that is started
+    when something is queued and ends when the queue is empty: an idle connection holds no task
+    (and no coroutine frames) for its writes."""
     queue = sock.queue
+    queue.consumer = functools.partial(_start_writer, sock, ws)
+    if not queue.empty():
+        _start_writer(sock, ws)
+
+
+def _start_writer(sock: AsyncSocket, ws: Any) -> None:
+    if getattr(sock, _WRITER, None) is None:
+        setattr(sock, _WRITER, asyncio.ensure_future(_write(sock, ws)))
+
+
+def writer_idle(sock: AsyncSocket) -> bool:
+    """Whether `sock` sends on a WebSocket (see `_serve_writes`) and has nothing queued or
+    being sent: a frame written to its connection now goes out in order."""
+    queue = sock.queue
+    return (
+        isinstance(queue, LeanQueue)
+        and queue.consumer is not None
+        and getattr(sock, _WRITER, None) is None
+        and not queue.qsize()
+    )
+
+
+async def _write(sock: AsyncSocket, ws: Any) -> None:
+    """The socket's writer: sends what is queued, in order, and ends when the queue is empty.
+    Once the socket is closed (a close packet was the last thing sent, or `None` was queued) or
+    the connection is gone, it closes the WebSocket (which ends the reader too) and nothing more
+    is sent on it."""
+    queue = sock.queue
+    finished = False
     try:
-        while True:
-            pkt = await queue.get()
+        while not queue.empty():
+            pkt = queue.get_nowait()
             queue.task_done()
-            if pkt is None:
+            if pkt is not None:
+                for each in _more(queue, [pkt]):
+                    await ws.send(each.encode())
+            if pkt is None or sock.closed:
+                finished = True
                 break
-            for each in _more(queue, [pkt]):
-                await ws.send(each.encode())
-            if sock.closed:  # a close packet was the last thing to send
-                break
-    except (Exception, asyncio.CancelledError):  # noqa: S110 - the connection is gone, or the server stops
-        pass
-    await ws.close()
+    except (Exception, asyncio.CancelledError):  # the connection is gone, or the server stops
+        finished = True
+    if finished:
+        queue.consumer = None
+        await ws.close()
+    setattr(sock, _WRITER, None)  # (no await since the queue was last seen empty)
 
 
 async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
@@ -349,7 +393,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
     else:
         self.connected = True
         self.upgraded = True
-    writer = asyncio.ensure_future(_write(self, ws))
+    _serve_writes(self, ws)
     self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
     # Engine.IO's ASGI WebSocket (`ws.wait()`) is read through its ASGI `receive` directly: two
     # coroutine frames fewer held by every idle connection.
@@ -377,8 +421,10 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
             break
         except Exception:  # a bad packet must not end the connection (Engine.IO logs it)
             self.server.logger.exception("Unknown receive error")
-    await self.queue.put(None)  # lets the writer finish
-    await writer
+    await self.queue.put(None)  # the writer closes the WebSocket and finishes
+    writer = getattr(self, _WRITER, None)
+    if writer is not None:
+        await writer
     await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
 

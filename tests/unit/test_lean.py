@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import socketio
 import websockets
+from engineio import packet as eio_packet
 
-from adapter.lean import LeanEvent, LeanQueue, LeanWebSocketProtocol
+from adapter.lean import LeanEvent, LeanQueue, LeanWebSocketProtocol, writer_idle
 from tests.serving import eventually
 from tests.unit.test_fanout import Recorder, server
 
@@ -84,6 +85,16 @@ async def test_join_waits_until_every_item_taken_is_done() -> None:
         queue.task_done()
     with pytest.raises(ValueError, match="unbounded"):
         LeanQueue(5)
+
+
+async def test_a_consumer_is_told_of_every_put() -> None:
+    queue = LeanQueue()
+    told: list[int] = []
+    queue.consumer = lambda: told.append(queue.qsize())
+    queue.put_nowait("a")
+    await queue.put("b")
+    assert told == [1, 2]
+    assert [queue.get_nowait(), queue.get_nowait()] == ["a", "b"]
 
 
 async def test_the_event_wakes_every_waiter_and_can_be_cleared() -> None:
@@ -272,3 +283,21 @@ async def test_a_websocket_keeps_only_the_headers_that_are_read() -> None:
             assert names == {b"authorization", b"connection", b"host", b"origin", b"upgrade"}
             await sio.emit("n", 1, to="user-1")
             assert json.loads((await asyncio.wait_for(ws.recv(), 5))[2:]) == ["n", 1]
+
+
+async def test_a_connection_holds_a_writer_task_only_while_it_has_something_to_send() -> None:
+    async with server() as (sio, url):
+        client = Recorder(url)
+        sid = await client.connect("user-1")
+        sock = sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")]
+        await eventually(lambda: writer_idle(sock))
+        idle_tasks = len(asyncio.all_tasks())
+        for n in range(20):  # queued (not the direct write of a fan-out): a writer task sends them
+            await sock.send(eio_packet.Packet(eio_packet.MESSAGE, f'2["n",{n}]'))
+        assert not writer_idle(sock)
+        assert len(asyncio.all_tasks()) == idle_tasks + 1
+        await eventually(lambda: len(client.events) == 20)
+        assert client.events == [("n", n) for n in range(20)]
+        await eventually(lambda: writer_idle(sock))  # and it is gone again
+        assert len(asyncio.all_tasks()) == idle_tasks
+        await client.sio.disconnect()
