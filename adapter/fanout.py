@@ -63,19 +63,24 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__()
-        self._joined: dict[tuple[str, str], dict[Any, None]] = {}  # (namespace, sid) -> its rooms
+        # (namespace, sid) -> its rooms, in the order joined (a tuple: a socket is in two or three)
+        self._joined: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.direct_writes = 0  # deliveries written straight to an idle WebSocket (see `_idle_websocket`)
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: str | None = None) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        self._joined.setdefault((namespace, sid), {})[room] = None
+        rooms = self._joined.get((namespace, sid), ())
+        if room not in rooms:
+            self._joined[namespace, sid] = (*rooms, room)
 
     def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
         super().basic_leave_room(sid, namespace, room)
         rooms = self._joined.get((namespace, sid))
         if rooms is not None:
-            rooms.pop(room, None)
-            if not rooms:
+            rest = tuple(joined for joined in rooms if joined != room)
+            if rest:
+                self._joined[namespace, sid] = rest
+            else:
                 del self._joined[namespace, sid]
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
@@ -296,6 +301,22 @@ class _NoBody:
 
 _NO_BODY = _NoBody()
 
+# What Engine.IO, Socket.IO and the sidecar read of a WebSocket request's environ, besides its
+# headers (HTTP_*): the WSGI constants Engine.IO's translation adds are left out.
+_ENVIRON = frozenset(
+    {
+        "CONTENT_LENGTH",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REQUEST_METHOD",
+        "asgi.receive",
+        "asgi.scope",
+        "asgi.send",
+        "wsgi.url_scheme",
+    }
+)
+
 # The headers of a WebSocket request that anything reads once it is accepted (ASGI names,
 # lower-case): Engine.IO (the upgrade, and the origin for CORS), the sidecar (a bearer token in
 # `Authorization`), and what tells where the client is (uvicorn applied the proxy headers it
@@ -334,6 +355,10 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
             scope["headers"] = [header for header in scope["headers"] if header[0] in WEBSOCKET_HEADERS]
         environ: dict[str, Any] = await translate(scope, receive, send)
         if websocket and environ:
+            # Only what is read of it: the dictionary lives as long as the connection.
+            environ = {
+                key: value for key, value in environ.items() if key in _ENVIRON or key.startswith("HTTP_")
+            }
             environ["wsgi.input"] = _NO_BODY
         return environ
 

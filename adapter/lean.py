@@ -421,6 +421,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
             break
         except Exception:  # a bad packet must not end the connection (Engine.IO logs it)
             self.server.logger.exception("Unknown receive error")
+        data = event = None  # not kept while waiting for the next message
     await self.queue.put(None)  # the writer closes the WebSocket and finishes
     writer = getattr(self, _WRITER, None)
     if writer is not None:

@@ -279,6 +279,9 @@ async def test_a_websocket_keeps_only_the_headers_that_are_read() -> None:
             assert environ["HTTP_UPGRADE"].lower() == "websocket"
             assert "HTTP_COOKIE" not in environ
             assert "HTTP_USER_AGENT" not in environ
+            assert "room=user-1" in environ["QUERY_STRING"]
+            assert environ["REQUEST_METHOD"] == "GET"
+            assert "SERVER_SOFTWARE" not in environ  # WSGI constants nobody reads
             names = {name for name, _ in environ["asgi.scope"]["headers"]}
             assert names == {b"authorization", b"connection", b"host", b"origin", b"upgrade"}
             await sio.emit("n", 1, to="user-1")
