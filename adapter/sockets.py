@@ -83,6 +83,7 @@ class SocketGateway:
         self._inbox = inbox
         self._metrics = metrics
         self._sockets: dict[int, set[str]] = defaultdict(set)  # user -> their sockets here
+        self._user_by_sid: dict[str, int] = {}  # socket -> its user (verified at the handshake)
         self._socket_count = 0  # sum of the sets' sizes, kept as they change (not summed per connect)
         # The unread count of each user connected here: exact from Strapi at catch-up and at
         # notification:sync, then kept by deltas (a new notification +1, a read -1), so a read
@@ -140,11 +141,11 @@ class SocketGateway:
             eio_socket = self._sio.eio.sockets.get(self._sio.manager.eio_sid_from_sid(sid, "/"))
             if eio_socket is None or eio_socket.closing or eio_socket.closed:
                 raise KeyError(sid)
-            await self._sio.save_session(sid, {"user_id": user_id})
             await self._sio.enter_room(sid, self._settings.room_for(user_id))
         except KeyError as exc:
             self._metrics.handshakes.labels("left").inc()
             raise socketio.exceptions.ConnectionRefusedError("left", {"code": "left"}) from exc
+        self._user_by_sid[sid] = user_id
         self._sockets[user_id].add(sid)
         self._socket_count += 1
         self._expire_at(sid, identity.expires_at)
@@ -158,8 +159,7 @@ class SocketGateway:
         if timer is not None:
             timer.cancel()
         self._socket_rate.forget(sid)
-        session = await self._sio.get_session(sid)
-        user_id = session.get("user_id") if session else None
+        user_id = self._user_by_sid.pop(sid, None)
         if user_id is None:
             return
         sockets = self._sockets.get(user_id)
@@ -554,8 +554,7 @@ class SocketGateway:
         self._metrics.sockets.set(self._socket_count)
 
     async def _user_of(self, sid: str) -> int:
-        session = await self._sio.get_session(sid)
-        return int(session["user_id"])
+        return self._user_by_sid[sid]
 
 
 def _document_id_of(payload: object) -> str | None:
