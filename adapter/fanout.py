@@ -38,7 +38,7 @@ from socketio import packet as sio_packet
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from adapter.lean import lean_sockets, writer_idle
+from adapter.lean import detached, lean_sockets, writer_idle
 
 try:  # the WebSocket protocol the sidecar is served with (`ws="websockets-sansio"`)
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -286,7 +286,8 @@ def _tracking(websocket_class: type) -> type:
             try:
                 return await super().__call__(environ)
             finally:
-                setattr(sock, _DIRECT, None)
+                if not detached(sock):  # a detached one is served on after this call
+                    setattr(sock, _DIRECT, None)
 
     TrackedWebSocket.__name__ = TrackedWebSocket.__qualname__ = websocket_class.__name__
     return TrackedWebSocket

@@ -37,7 +37,15 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["LeanEvent", "LeanQueue", "LeanWebSocketProtocol", "lean_sockets", "poll", "writer_idle"]
+__all__ = [
+    "LeanEvent",
+    "LeanQueue",
+    "LeanWebSocketProtocol",
+    "detached",
+    "lean_sockets",
+    "poll",
+    "writer_idle",
+]
 
 
 def _wake_first(waiters: list[asyncio.Future[None]]) -> None:
@@ -208,6 +216,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         "last_ping_rtt",
         "logger",
         "loop",
+        "on_event",
         "pending_ping_payload",
         "ping_interval",
         "ping_sent_at",
@@ -231,6 +240,38 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = LeanQueue()  # type: ignore[assignment]
         self.writable = LeanEvent(True)  # type: ignore[assignment]
+        self.on_event: Callable[[Any], None] | None = None
+
+    def detach(self, on_event: Callable[[Any], None]) -> bool:
+        """Go on without the ASGI call: from now on each incoming event (`websocket.receive`,
+        `websocket.disconnect`) goes to `on_event` as it arrives, and the connection stays open
+        when the call returns, until one side closes it (the application with `websocket.close`
+        through `send`, which it keeps). Nothing then waits on the connection: no task, no
+        coroutine frames. False (nothing changed) if the connection is not open."""
+        if not self.handshake_complete or self.close_sent or self.disconnected or self.initial_response:
+            return False
+        self.on_event = on_event
+        # uvicorn closes the transport when the ASGI call returns, unless a close is pending
+        # (`close_timer` set): this stands for "none pending, but keep it open".
+        self.close_timer = _KEEP_OPEN  # type: ignore[assignment]
+        self.queue.consumer = self._hand_over  # type: ignore[attr-defined]
+        self._hand_over()
+        return True
+
+    def _hand_over(self) -> None:
+        queue = self.queue
+        while not queue.empty() and self.on_event is not None:
+            event = queue.get_nowait()
+            queue.task_done()
+            self.on_event(event)
+
+    def send_receive_event_to_app(self) -> None:
+        super().send_receive_event_to_app()
+        if self.on_event is not None and self.read_paused:
+            # uvicorn stops reading until the application took the message; a detached
+            # connection's messages are taken as they arrive.
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -243,6 +284,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # Called by `send` right after the accepting response was written: it is not read again.
         self.response = None  # type: ignore[assignment]
         super().start_keepalive()
+
+
+class _KeepOpen:
+    """In a detached connection's `close_timer`: no close pending, and none to cancel."""
+
+    def cancel(self) -> None:
+        return None
+
+
+_KEEP_OPEN = _KeepOpen()
 
 
 # -- Engine.IO sockets --------------------------------------------------------------------------
@@ -382,11 +433,96 @@ async def _write(sock: AsyncSocket, ws: Any) -> None:
     setattr(sock, _WRITER, None)  # (no await since the queue was last seen empty)
 
 
+_DETACHED = "_lean_detached"  # on an AsyncSocket: its WebSocket goes on without the ASGI call
+_BACKGROUND: set[asyncio.Task[Any]] = set()  # tasks started from callbacks, until they end
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+def detached(sock: AsyncSocket) -> bool:
+    """Whether `sock`'s WebSocket went on without its ASGI call (see `_websocket_handler`)."""
+    return bool(getattr(sock, _DETACHED, False))
+
+
+def _message_data(event: Any) -> Any:
+    """The text or bytes of a `websocket.receive` event; None for the end of the connection."""
+    if event["type"] != "websocket.receive":
+        return None
+    data = event.get("text")
+    return event.get("bytes") if data is None else data
+
+
+async def _receive(sock: AsyncSocket, pkt: eio_packet.Packet) -> bool:
+    """Engine.IO's handling of one packet from the client; False when the socket is closed."""
+    try:
+        await sock.receive(pkt)
+    except engineio_exceptions.UnknownPacketError:
+        pass
+    except engineio_exceptions.SocketIsClosedError:
+        sock.server.logger.info("Receive error -- socket is closed")
+        return False
+    except Exception:  # a bad packet must not end the connection (Engine.IO logs it)
+        sock.server.logger.exception("Unknown receive error")
+    return True
+
+
+async def _finish(sock: AsyncSocket) -> None:
+    """The WebSocket is over: the writer closes it (if it has not yet) and ends, then the socket."""
+    await sock.queue.put(None)
+    writer = getattr(sock, _WRITER, None)
+    if writer is not None:
+        await writer
+    await sock.close(wait=False, abort=True, reason=sock.server.reason.TRANSPORT_CLOSE)
+
+
+def _on_event(sock: AsyncSocket, proto: LeanWebSocketProtocol, event: Any) -> None:
+    """An incoming event of a detached WebSocket (see `LeanWebSocketProtocol.detach`): what the
+    reader loop below does with each, with a task only for what needs one (a pong needs none)."""
+    data = _message_data(event)
+    if data is None or len(data) > sock.server.max_http_buffer_size:
+        proto.on_event = None  # the end (or a message too large): nothing more is taken
+        _spawn(_finish_detached(sock, proto))
+        return
+    try:
+        pkt = eio_packet.Packet(encoded_packet=data)
+    except Exception:  # a packet Engine.IO cannot decode is left out, as the reader loop does
+        sock.server.logger.exception("Unknown receive error")
+        return
+    if pkt.packet_type == eio_packet.PONG:
+        sock.schedule_ping()  # all that `AsyncSocket.receive` does with a pong
+    else:
+        _spawn(_receive_detached(sock, proto, pkt))
+
+
+async def _receive_detached(sock: AsyncSocket, proto: LeanWebSocketProtocol, pkt: eio_packet.Packet) -> None:
+    if not await _receive(sock, pkt) and proto.on_event is not None:
+        proto.on_event = None
+        await _finish_detached(sock, proto)
+
+
+async def _finish_detached(sock: AsyncSocket, proto: LeanWebSocketProtocol) -> None:
+    await _finish(sock)
+    proto.queue.consumer = None  # type: ignore[attr-defined]
+    sockets = sock.server.sockets
+    if sock.closed and sockets.get(sock.sid) is sock:  # what Engine.IO does when the call returns
+        del sockets[sock.sid]
+
+
 async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
-    """Engine.IO's WebSocket transport for one socket: the reader (this coroutine) and a writer
-    task. Unlike `AsyncSocket._websocket_handler`, the reader awaits each message directly: no
-    task per message, and no timeout per read (a client that stops answering pings is closed by
-    Engine.IO's service task, and the writer then closes the WebSocket)."""
+    """Engine.IO's WebSocket transport for one socket. Unlike `AsyncSocket._websocket_handler`:
+
+    - on uvicorn's lean protocol (the sidecar's), the connection is detached from this ASGI call
+      (`LeanWebSocketProtocol.detach`): each message is handled as it arrives, and an idle
+      connection holds no task and none of the coroutine frames of its request;
+    - otherwise a reader loop awaits each message directly: no task per message, and no timeout
+      per read;
+    - either way, a client that stops answering pings is closed by Engine.IO's ping check, whose
+      close ends the writer, which closes the WebSocket; the writer is a task only while there is
+      something to send (`_serve_writes`)."""
     if self.connected:
         if not await _finish_upgrade(self, ws):
             return
@@ -395,38 +531,33 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
         self.upgraded = True
     _serve_writes(self, ws)
     self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
+    receive = getattr(ws, "asgi_receive", None)
+    proto = getattr(receive, "__self__", None)
+    if isinstance(proto, LeanWebSocketProtocol) and proto.detach(functools.partial(_on_event, self, proto)):
+        setattr(self, _DETACHED, True)
+        return
     # Engine.IO's ASGI WebSocket (`ws.wait()`) is read through its ASGI `receive` directly: two
     # coroutine frames fewer held by every idle connection.
-    receive = getattr(ws, "asgi_receive", None)
     limit = self.server.max_http_buffer_size
     while True:
         try:
             if receive is None:  # pragma: no cover - another Engine.IO WebSocket wrapper
                 data = await ws.wait()
             else:
-                event = await receive()
-                data = event.get("text") if event["type"] == "websocket.receive" else None
-                if data is None and event["type"] == "websocket.receive":
-                    data = event.get("bytes")
+                data = _message_data(await receive())
         except (OSError, asyncio.CancelledError):
             break
         if data is None or len(data) > limit:
             break  # closed (by the client, or the server is stopping), or a message too large
         try:
-            await self.receive(eio_packet.Packet(encoded_packet=data))
-        except engineio_exceptions.UnknownPacketError:
-            pass
-        except engineio_exceptions.SocketIsClosedError:
-            self.server.logger.info("Receive error -- socket is closed")
-            break
-        except Exception:  # a bad packet must not end the connection (Engine.IO logs it)
+            pkt = eio_packet.Packet(encoded_packet=data)
+        except Exception:
             self.server.logger.exception("Unknown receive error")
-        data = event = None  # not kept while waiting for the next message
-    await self.queue.put(None)  # the writer closes the WebSocket and finishes
-    writer = getattr(self, _WRITER, None)
-    if writer is not None:
-        await writer
-    await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+            continue
+        data = None  # not kept while waiting for the next message
+        if not await _receive(self, pkt):
+            break
+    await _finish(self)
 
 
 async def _close(self: AsyncSocket, wait: bool = True, abort: bool = False, reason: Any = None) -> None:

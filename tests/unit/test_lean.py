@@ -14,7 +14,7 @@ import socketio
 import websockets
 from engineio import packet as eio_packet
 
-from adapter.lean import LeanEvent, LeanQueue, LeanWebSocketProtocol, writer_idle
+from adapter.lean import LeanEvent, LeanQueue, LeanWebSocketProtocol, detached, writer_idle
 from tests.serving import eventually
 from tests.unit.test_fanout import Recorder, server
 
@@ -153,15 +153,14 @@ async def test_pings_keep_answering_clients_connected_and_each_ping_is_on_time()
         client = Recorder(url)
         sid = await client.connect("user-1")
         sock = sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")]
-        pings: list[float] = []
-        answer = sock.receive
+        pings: list[float] = []  # when each pong came back (the next ping is scheduled then)
+        answered = sock.schedule_ping
 
-        async def noting(pkt: Any) -> None:
-            if pkt.packet_type == 3:  # PONG
-                pings.append(time.monotonic())
-            await answer(pkt)
+        def noting() -> None:
+            pings.append(time.monotonic())
+            answered()
 
-        sock.receive = noting
+        sock.schedule_ping = noting
         await asyncio.sleep(1.5)  # over two ping interval + timeout
         assert client.sio.connected
         assert not sock.closed
@@ -304,3 +303,43 @@ async def test_a_connection_holds_a_writer_task_only_while_it_has_something_to_s
         await eventually(lambda: writer_idle(sock))  # and it is gone again
         assert len(asyncio.all_tasks()) == idle_tasks
         await client.sio.disconnect()
+
+
+async def test_idle_connections_hold_no_task_and_take_every_message_in_order() -> None:
+    async with server() as (sio, url):
+        got: list[int] = []
+
+        async def note(sid: str, n: int) -> int:
+            got.append(n)
+            return n * 2
+
+        sio.on("n", note)
+        clients = [Recorder(url) for _ in range(10)]
+        sids = [await client.connect(f"user-{i}") for i, client in enumerate(clients)]
+        socks = [sio.eio.sockets[sio.manager.eio_sid_from_sid(sid, "/")] for sid in sids]
+        await eventually(lambda: all(writer_idle(sock) for sock in socks))
+        assert all(detached(sock) for sock in socks)  # served on without their ASGI calls
+        assert connection_tasks() == []  # no ASGI call, reader, writer or ping task per connection
+
+        # many messages in a row from one client: none stalls (reading goes on) and none is lost
+        answers = await asyncio.gather(*(clients[0].sio.call("n", n, timeout=5) for n in range(50)))
+        assert answers == [n * 2 for n in range(50)]
+        assert sorted(got) == list(range(50))
+        await sio.emit("all", 1)
+        await eventually(lambda: all(("all", 1) in client.events for client in clients))
+        for client in clients:
+            await client.sio.disconnect()
+        await eventually(lambda: not sio.eio.sockets)
+        await eventually(lambda: connection_tasks() == [])
+
+
+def connection_tasks() -> list[str]:
+    """The server's tasks that serve one connection (the clients' own tasks are left out)."""
+    per_connection = {
+        "WebSocketsSansIOProtocol.run_asgi",
+        "_write",
+        "_websocket_handler",
+        "AsyncSocket._send_ping",
+    }
+    names = [getattr(task.get_coro(), "__qualname__", "") for task in asyncio.all_tasks()]
+    return [name for name in names if name in per_connection]
