@@ -1,23 +1,24 @@
 """What each open connection keeps in memory, made smaller.
 
-An idle Socket.IO connection is mostly bookkeeping: uvicorn's WebSocket protocol object and
-Engine.IO's socket, each with an `asyncio.Queue` (three deques and an `Event`, about 3 KB each),
-the handshake's request and response kept after the handshake, a task that sleeps until the next
-ping, a task per read created only to put a timeout around it, and a writer task parked on the
-empty queue. None of that is needed for a connection that is waiting for the next notification.
-Here:
+An idle Socket.IO connection is mostly bookkeeping. Served as python-socketio and uvicorn serve
+it, each held: its ASGI call, open for the connection's whole life (uvicorn's task and a dozen
+coroutine frames holding the request's environ, parsed query and first packet), uvicorn's
+WebSocket protocol object with a dictionary of its own (37 attributes) and an `asyncio.Queue`
+(three deques and an `Event`, about 3 KB), the handshake's request and response, every header
+twice, and Engine.IO's socket with another `asyncio.Queue`, a task that sleeps until the next
+ping, a reader task per message with a timeout around it, and a writer task parked on the empty
+queue. None of that is needed by a connection waiting for the next notification. Here:
 
 - `LeanQueue` and `LeanEvent`: the parts of `asyncio.Queue` and `asyncio.Event` that Engine.IO
-  and uvicorn use, holding nothing while empty (a deque only while items wait, a future only
-  while somebody waits).
-- `LeanWebSocketProtocol`: uvicorn's sans-I/O WebSocket protocol with those, and without the
-  handshake's request and response once the handshake is done (the ASGI scope keeps what the
-  application needs of the request).
-- `lean_sockets`: Engine.IO's sockets get a `LeanQueue`; a ping is a timer, not a task; the
-  WebSocket reader awaits the next message directly, with no timeout of its own: a silent client
+  and uvicorn use, holding nothing while empty, and a queue can tell a consumer of each put.
+- `LeanWebSocketProtocol`: uvicorn's sans-I/O WebSocket protocol with those, its attributes in
+  slots, without the handshake's request and response once accepted, and able to go on without
+  its ASGI call (`detach`): incoming events are handed over as they arrive.
+- `lean_sockets`: Engine.IO's sockets get a `LeanQueue`; a ping is a timer, not a task; a
+  WebSocket is detached from its ASGI call once set up, each message handled as it arrives; its
+  writer is a task only while there is something to send. A client silent past the ping timeout
   is closed by Engine.IO's ping check (every socket, every ping timeout), and the socket's writer
-  then closes the WebSocket. The writer is a task only while there is something to send.
-- `LeanWebSocketProtocol` keeps its attributes in slots (see there).
+  then closes the WebSocket.
 
 The behaviour on the wire is Engine.IO's: the same packets, the same ping schedule, the same
 timeouts (see docs/protocol.md); tests/unit/test_lean.py checks it with real clients.
