@@ -189,12 +189,18 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_its_websocket_t
         await eventually(lambda: not sio.eio.sockets)
 
 
+async def polling_client(url: str, transports: list[str]) -> tuple[socketio.AsyncClient, list[Any]]:
+    """A client that starts on long-polling in room user-1, and the `n` events it gets."""
+    client = socketio.AsyncClient(reconnection=False)
+    got: list[Any] = []
+    client.on("n", got.append)
+    await client.connect(f"{url}?room=user-1", transports=transports, wait_timeout=5)
+    return client, got
+
+
 async def test_polling_clients_upgrade_to_the_websocket_and_keep_their_messages() -> None:
     async with server() as (sio, url):
-        client = socketio.AsyncClient(reconnection=False)
-        got: list[Any] = []
-        client.on("n", got.append)
-        await client.connect(f"{url}?room=user-1", transports=["polling", "websocket"], wait_timeout=5)
+        client, got = await polling_client(url, ["polling", "websocket"])
         await eventually(lambda: client.transport() == "websocket")
         for n in range(5):
             await sio.emit("n", n, to="user-1")
@@ -208,10 +214,7 @@ async def test_polling_clients_upgrade_to_the_websocket_and_keep_their_messages(
 
 async def test_a_failed_upgrade_leaves_the_client_on_polling() -> None:
     async with server() as (sio, url):
-        client = socketio.AsyncClient(reconnection=False)
-        got: list[Any] = []
-        client.on("n", got.append)
-        await client.connect(f"{url}?room=user-1", transports=["polling"], wait_timeout=5)
+        client, got = await polling_client(url, ["polling"])
         sid = client.get_sid()
         eio_sid = client.eio.sid
         ws_url = url.replace("http", "ws") + f"/socket.io/?EIO=4&transport=websocket&sid={eio_sid}"
