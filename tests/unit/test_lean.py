@@ -346,3 +346,18 @@ def connection_tasks() -> list[str]:
     }
     names = [getattr(task.get_coro(), "__qualname__", "") for task in asyncio.all_tasks()]
     return [name for name in names if name in per_connection]
+
+
+async def test_a_client_close_packet_ends_the_socket_and_its_websocket() -> None:
+    async with server() as (sio, url):
+        gone: list[str] = []
+        sio.on("disconnect", lambda sid, reason: gone.append(reason))
+        ws_url = url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket&room=user-1"
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()
+            await ws.send("40")
+            await ws.recv()
+            await ws.send("1")  # Engine.IO's close, from the client
+            assert await until_closed(ws) == []
+        assert gone == [sio.reason.CLIENT_DISCONNECT]
+        await eventually(lambda: not sio.eio.sockets)
