@@ -35,15 +35,11 @@ import socketio
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet as sio_packet
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from adapter.lean import detached, lean_sockets, writer_idle
-
-try:  # the WebSocket protocol the sidecar is served with (`ws="websockets-sansio"`)
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-except ImportError:  # pragma: no cover - another uvicorn: every delivery goes through the writer task
-    WebSocketsSansIOProtocol = None  # type: ignore[misc, assignment]
 
 __all__ = ["FanoutManager", "lean_engineio", "with_fanout"]
 
@@ -244,8 +240,6 @@ def _idle_websocket(sock: AsyncSocket) -> Any:
 def _direct_protocol(asgi_send: Any) -> Any:
     """uvicorn's protocol object behind an ASGI `send`, if it is the sans-I/O WebSocket one's
     own method (not wrapped by a middleware) with what `_idle_websocket` reads; else None."""
-    if WebSocketsSansIOProtocol is None:  # pragma: no cover
-        return None
     proto = getattr(asgi_send, "__self__", None)
     if not isinstance(proto, WebSocketsSansIOProtocol) or getattr(asgi_send, "__func__", None) is not (
         WebSocketsSansIOProtocol.send
