@@ -348,10 +348,11 @@ def _ping(sock: AsyncSocket) -> None:
 
 
 async def _next_message(sock: AsyncSocket, ws: Any) -> Any:
-    """The next message on `sock`'s WebSocket; OSError once it is closed, ValueError if too large."""
-    data = await ws.wait()
-    if data and len(data) > sock.server.max_http_buffer_size:
-        raise ValueError("packet is too large")
+    """The next message on `sock`'s WebSocket; OSError once it is closed (or for a message too
+    large, which ends it)."""
+    data = _message_data(sock, await ws.asgi_receive())
+    if data is None:
+        raise OSError("the WebSocket is closed")
     return data
 
 
@@ -371,7 +372,7 @@ async def _finish_upgrade(sock: AsyncSocket, ws: Any) -> bool:
             sock.server.logger.info("%s: Failed websocket upgrade, expected UPGRADE packet", sock.sid)
             sock.upgraded = False
             return False
-    except (OSError, ValueError):
+    except OSError:
         return False
     finally:
         sock.upgrading = False
@@ -449,12 +450,15 @@ def detached(sock: AsyncSocket) -> bool:
     return bool(getattr(sock, _DETACHED, False))
 
 
-def _message_data(event: Any) -> Any:
-    """The text or bytes of a `websocket.receive` event; None for the end of the connection."""
+def _message_data(sock: AsyncSocket, event: Any) -> Any:
+    """The text or bytes of a `websocket.receive` event of `sock`'s WebSocket; None for the end
+    of the connection, or a message over Engine.IO's size limit (which ends it)."""
     if event["type"] != "websocket.receive":
         return None
     data = event.get("text")
-    return event.get("bytes") if data is None else data
+    if data is None:
+        data = event.get("bytes")
+    return None if data is None or len(data) > sock.server.max_http_buffer_size else data
 
 
 async def _receive(sock: AsyncSocket, pkt: eio_packet.Packet) -> bool:
@@ -483,8 +487,8 @@ async def _finish(sock: AsyncSocket) -> None:
 def _on_event(sock: AsyncSocket, proto: LeanWebSocketProtocol, event: Any) -> None:
     """An incoming event of a detached WebSocket (see `LeanWebSocketProtocol.detach`): what the
     reader loop below does with each, with a task only for what needs one (a pong needs none)."""
-    data = _message_data(event)
-    if data is None or len(data) > sock.server.max_http_buffer_size:
+    data = _message_data(sock, event)
+    if data is None:
         proto.on_event = None  # the end (or a message too large): nothing more is taken
         _spawn(_finish_detached(sock, proto))
         return
@@ -532,23 +536,19 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
         self.upgraded = True
     _serve_writes(self, ws)
     self.server.logger.info("%s: Upgrade to websocket successful", self.sid)
-    receive = getattr(ws, "asgi_receive", None)
+    receive = ws.asgi_receive  # Engine.IO's ASGI WebSocket: its ASGI `receive`, read directly
     proto = getattr(receive, "__self__", None)
     if isinstance(proto, LeanWebSocketProtocol) and proto.detach(functools.partial(_on_event, self, proto)):
         setattr(self, _DETACHED, True)
         return
-    # Engine.IO's ASGI WebSocket (`ws.wait()`) is read through its ASGI `receive` directly: two
-    # coroutine frames fewer held by every idle connection.
-    limit = self.server.max_http_buffer_size
+    # Read through the ASGI `receive` rather than `ws.wait()`: two coroutine frames fewer held
+    # by every idle connection.
     while True:
         try:
-            if receive is None:  # pragma: no cover - another Engine.IO WebSocket wrapper
-                data = await ws.wait()
-            else:
-                data = _message_data(await receive())
+            data = _message_data(self, await receive())
         except (OSError, asyncio.CancelledError):
             break
-        if data is None or len(data) > limit:
+        if data is None:
             break  # closed (by the client, or the server is stopping), or a message too large
         try:
             pkt = eio_packet.Packet(encoded_packet=data)
