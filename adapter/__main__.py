@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from adapter import __version__
 from adapter.app import Sidecar, build_sidecar
 from adapter.check import run_check
-from adapter.lean import LeanWebSocketProtocol
+from adapter.lean import LeanHttpToolsProtocol, LeanWebSocketProtocol
 from adapter.logs import configure_logging
 from adapter.settings import Settings, describe_validation_error
 from adapter.workers import Supervisor, worker_command
@@ -37,7 +37,9 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 KEEP_ALIVE_SECONDS = 65
 # How uvicorn serves the sidecar (what matters for fan-out speed and memory per connection).
 SERVER_OPTIONS: dict[str, Any] = {
-    # uvicorn's sans-I/O WebSocket protocol, keeping less per connection (adapter/lean.py).
+    # uvicorn's httptools and sans-I/O WebSocket protocols, keeping less per connection and
+    # leaving less for the garbage collector (adapter/lean.py).
+    "http": LeanHttpToolsProtocol,
     "ws": LeanWebSocketProtocol,
     # No permessage-deflate (socket.io's Node server declines it by default too): a zlib context
     # per connection was about half of its memory, and compressing every message once per

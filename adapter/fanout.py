@@ -329,14 +329,51 @@ WEBSOCKET_HEADERS = frozenset(
 )
 
 
+async def _websocket_environ(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
+    """The environ of a WebSocket request: Engine.IO's own translation (see `lean_engineio`),
+    keeping only what is read (`_ENVIRON`, and the headers as `HTTP_*`), and without the class
+    Engine.IO's translation defines for each request's body (a WebSocket request has none): a
+    class is a reference cycle, left for the garbage collector once the handshake is done."""
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return {}
+    try:
+        query_string = (scope.get("query_string") or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        query_string = ""
+    environ: dict[str, Any] = {
+        "wsgi.input": _NO_BODY,
+        "REQUEST_METHOD": scope.get("method", "GET"),
+        "PATH_INFO": scope["path"],
+        "QUERY_STRING": query_string,
+        "REMOTE_ADDR": "127.0.0.1",  # what Engine.IO's translation says; the peer is in the scope
+        "asgi.receive": receive,
+        "asgi.send": send,
+        "asgi.scope": scope,
+    }
+    for raw_name, raw_value in scope["headers"]:
+        try:
+            name, value = raw_name.upper().decode("utf-8"), raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # as Engine.IO does: a header it cannot decode is left out
+        if name == "CONTENT-LENGTH":
+            environ["CONTENT_LENGTH"] = value
+            continue
+        key = "HTTP_" + name.replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    return environ
+
+
 def lean_engineio(server: socketio.AsyncServer) -> None:
     """Make the Engine.IO server under `server` cheaper per connection and per message.
 
     - Engine.IO's request translation (ASGI scope -> environ) defines a class for every request
       and keeps it (2.6 KB) in the environ, which lives as long as the connection: a WebSocket
-      request gets a shared body-less `wsgi.input` instead. The scope and the environ of a
-      WebSocket request also live as long as the connection, each with every header: they keep
-      only the headers that are read (`WEBSOCKET_HEADERS`), not cookies or user agents.
+      request is translated here instead (`_websocket_environ`), with a shared body-less
+      `wsgi.input`. The scope and the environ of a WebSocket request also live as long as the
+      connection, each with every header: they keep only the headers that are read
+      (`WEBSOCKET_HEADERS`), not cookies or user agents.
     - Each socket keeps less while it waits (adapter/lean.py).
     - Each WebSocket notes which uvicorn connection it is, so that `FanoutManager` can write a
       delivery straight to it while its writer task is idle (see `_idle_websocket`).
@@ -345,16 +382,10 @@ def lean_engineio(server: socketio.AsyncServer) -> None:
     translate = eio._async["translate_request"]
 
     async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any]:
-        websocket = scope.get("type") == "websocket"
-        if websocket:
+        if scope.get("type") == "websocket":
             scope["headers"] = [header for header in scope["headers"] if header[0] in WEBSOCKET_HEADERS]
+            return await _websocket_environ(scope, receive, send)
         environ: dict[str, Any] = await translate(scope, receive, send)
-        if websocket and environ:
-            # Only what is read of it: the dictionary lives as long as the connection.
-            environ = {
-                key: value for key, value in environ.items() if key in _ENVIRON or key.startswith("HTTP_")
-            }
-            environ["wsgi.input"] = _NO_BODY
         return environ
 
     tracked = {"translate_request": translate_request}

@@ -4,6 +4,7 @@ and event, and Engine.IO's ping schedule and WebSocket transport, with real clie
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import time
@@ -13,7 +14,9 @@ import pytest
 import socketio
 import websockets
 from engineio import packet as eio_packet
+from engineio.async_drivers import asgi as asgi_driver
 
+from adapter.fanout import _ENVIRON, _websocket_environ
 from adapter.lean import LeanEvent, LeanQueue, LeanWebSocketProtocol, detached, writer_idle
 from tests.serving import eventually
 from tests.unit.test_fanout import Recorder, server
@@ -288,6 +291,71 @@ async def test_a_websocket_keeps_only_the_headers_that_are_read() -> None:
             assert names == {b"authorization", b"connection", b"host", b"origin", b"upgrade"}
             await sio.emit("n", 1, to="user-1")
             assert json.loads((await asyncio.wait_for(ws.recv(), 5))[2:]) == ["n", 1]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers"),
+    [
+        (b"EIO=4&transport=websocket&userId=5", [(b"host", b"sidecar:3000"), (b"upgrade", b"websocket")]),
+        (  # repeated headers joined, a forwarded scheme, a header that is not UTF-8, a length
+            b"EIO=4&transport=websocket",
+            [
+                (b"x-forwarded-for", b"10.0.0.1"),
+                (b"x-forwarded-for", b"10.0.0.2"),
+                (b"x-forwarded-proto", b"https"),
+                (b"authorization", b"Bearer \xff"),
+                (b"content-length", b"0"),
+            ],
+        ),
+        (b"room=\xff", []),  # a query that is not UTF-8
+    ],
+)
+async def test_a_websocket_environ_holds_what_engineio_translates_it_to(
+    query: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    def scope() -> dict[str, Any]:
+        return {"type": "websocket", "path": "/socket.io/", "query_string": query, "headers": list(headers)}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:  # pragma: no cover - never called
+        raise AssertionError(message)
+
+    theirs = await asgi_driver.translate_request(scope(), receive, send)
+    ours = await _websocket_environ(scope(), receive, send)
+    kept = {key for key in theirs if key in _ENVIRON or key.startswith("HTTP_")}
+    assert set(ours) == kept | {"wsgi.input"}
+    assert {key: ours[key] for key in kept if not key.startswith("asgi.")} == {
+        key: theirs[key] for key in kept if not key.startswith("asgi.")
+    }
+    assert await ours["wsgi.input"].read() is None  # no body, and no class made for it
+
+
+async def test_a_websocket_handshake_leaves_no_cycle_of_its_http_request_to_the_collector() -> None:
+    """uvicorn's HTTP protocol object of an upgraded connection, and Engine.IO's class per request,
+    were reference cycles: each handshake gave the garbage collector a few dozen objects."""
+    async with server() as (sio, url):
+        gc.collect()
+        gc.disable()
+        try:
+            clients = [Recorder(url) for _ in range(10)]
+            for n, client in enumerate(clients):
+                await client.connect(f"user-{n}")
+            await eventually(lambda: len(sio.eio.sockets) == 10)
+            for client in clients:
+                await client.sio.disconnect()
+            await eventually(lambda: not sio.eio.sockets)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = {type(obj).__qualname__ for obj in gc.garbage}
+            assert not left & {"HttpToolsProtocol", "LeanHttpToolsProtocol", "HttpRequestParser"}
+            classes = [obj.__name__ for obj in gc.garbage if isinstance(obj, type)]
+            assert "AwaitablePayload" not in classes  # Engine.IO's, one per request it translates
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
 
 
 async def test_a_connection_holds_a_writer_task_only_while_it_has_something_to_send() -> None:
