@@ -330,7 +330,7 @@ class StrapiClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = await self._http.request(method, path, params=query, json=json)
+            response = _unbound(await self._http.request(method, path, params=query, json=json))
             status = response.status_code
         except httpx.TimeoutException as exc:
             raise StrapiUnavailable("timed out", method=method, path=path) from exc
@@ -346,6 +346,15 @@ class StrapiClient:
             return response.json() if response.content else None
         except ValueError as exc:  # e.g. STRAPI_URL points at a web page, not at Strapi
             raise StrapiError("expected JSON", status=response.status_code, method=method, path=path) from exc
+
+
+def _unbound(response: httpx.Response) -> httpx.Response:
+    """`response`, read already, with its body as a plain stream. httpx binds a response's stream
+    to the response (to time it when closed), a reference cycle that took every Strapi answer
+    (about 40 objects with its request, headers and connection streams) to the garbage
+    collector; now reference counting frees them once the answer is used."""
+    response.stream = httpx.ByteStream(response.content)
+    return response
 
 
 def _error_from(response: httpx.Response, method: str, path: str) -> StrapiError:
