@@ -115,6 +115,9 @@ class FakeBench:
         self.hooks = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
         self.results: dict[str, Any] = {}
         self.server: ServerUnderTest | None = None  # the one running now
+        # Servers kept running after their fan-out, with their largest fleet connected, until
+        # the head-to-head rounds (kind -> server, its results, its fleet, that size's entry).
+        self._parked: dict[str, tuple[ServerUnderTest, dict[str, Any], Fleet, dict[str, Any]]] = {}
         self._published_id = 5_000_000
 
     # -- fake Strapi helpers -----------------------------------------------------------------
@@ -179,8 +182,12 @@ class FakeBench:
         self.fake.start()
         try:
             await self.fake.ready()
+            # Both servers: the largest fan-out's rounds alternate between them (`head_to_head`).
+            park = "fanout" in self.o.scenarios and set(self.o.servers) == {"sidecar", "node"}
             for kind in self.o.servers:
-                await self.run_server(kind)
+                await self.run_server(kind, park=park)
+            if self._parked:
+                await self.head_to_head()
             if "scaleout" in self.o.scenarios and "sidecar" in self.o.servers:
                 t0 = loop_time()
                 out: dict[str, Any] = {"errors": []}
@@ -197,7 +204,9 @@ class FakeBench:
             self.fake.stop()
         return self.results
 
-    async def run_server(self, kind: str) -> dict[str, Any]:
+    async def run_server(self, kind: str, *, park: bool = False) -> dict[str, Any]:
+        """Every scenario of one server. `park`: the largest fan-out's rounds are left for
+        `head_to_head`, the server running and that fleet connected; the rest follows it."""
         server = make_server(kind, free_port(), self.fake_url, self.secrets, "fake")
         result: dict[str, Any] = {"errors": [], "durations_s": {}}
         self.results[kind] = result
@@ -207,16 +216,81 @@ class FakeBench:
             await server.ready()
             if self.o.scenarios & {"fanout", "memory", "connect"}:
                 await guarded(
-                    result, server, "fan-out/memory/connect", self.fanout_memory_connect(server, result)
+                    result,
+                    server,
+                    "fan-out/memory/connect",
+                    self.fanout_memory_connect(server, result, park=park),
                 )
-            if "storm" in self.o.scenarios:
-                await guarded(result, server, "storm", self.storm(server, result))
-            if "reads" in self.o.scenarios and kind == "sidecar":
-                await guarded(result, server, "reads", self.reads(server, result))
+            if kind in self._parked:
+                return result
+            await self.after_fanout(server, result)
         finally:
-            result["exit_code"] = server.stop()
-            result["log"] = str(server.log_path)
+            if kind not in self._parked:
+                result["exit_code"] = server.stop()
+                result["log"] = str(server.log_path)
         return result
+
+    async def after_fanout(self, server: ServerUnderTest, result: dict[str, Any]) -> None:
+        if "storm" in self.o.scenarios:
+            await guarded(result, server, "storm", self.storm(server, result))
+        if "reads" in self.o.scenarios and server.kind == "sidecar":
+            await guarded(result, server, "reads", self.reads(server, result))
+
+    async def head_to_head(self) -> None:
+        """The largest fan-out, both servers' fleets connected: one warm-up round each, then
+        their measured rounds alternate (A B, B A, A B...), so that whatever else the machine
+        does at the time falls on both. Then each server's remaining scenarios."""
+        parked = list(self._parked.items())
+        size = max(self.o.sizes)
+        users = list(range(1, size + 1))
+        rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _ in parked}
+        t0 = loop_time()
+        try:
+            for server, _, fleet, _ in self._parked.values():
+                self.server = server
+                await self.fanout_round([server], fleet, users, f"warm-up {size}")
+            # The sidecar is profiled through all of them (py-spy leaves out its idle time).
+            profilers = [
+                self.start_profile(server, f"fanout-{size}") for server, _, _, _ in self._parked.values()
+            ]
+            try:
+                for index in range(self.o.rounds):
+                    order = parked if index % 2 == 0 else parked[::-1]
+                    for kind, (server, _, fleet, _) in order:
+                        self.server = server
+                        label = f"round {index + 1}"
+                        rounds[kind].append(await self.fanout_round([server], fleet, users, label))
+                        await asyncio.sleep(0.3)
+            finally:
+                for profiler in profilers:
+                    self.stop_profile(profiler)
+            for kind, (server, _, fleet, entry) in parked:
+                entry["fanout"] = self.fanout_figures(rounds[kind], server.kind, size)
+                entry["fanout"]["alternated_with"] = [other for other, _ in parked if other != kind]
+                entry["clients"] = await fleet.status()
+        except Exception as exc:
+            log.exception("head-to-head fan-out %d failed", size)
+            for _, result, _, _ in self._parked.values():
+                result.setdefault("errors", []).append(
+                    {"scenario": f"fan-out {size}", "error": f"{type(exc).__name__}: {exc}"}
+                )
+        finally:
+            for _, result, fleet, _ in self._parked.values():
+                share = round((loop_time() - t0) / len(parked), 1)
+                result["durations_s"]["fan-out/memory/connect"] = (
+                    result["durations_s"].get("fan-out/memory/connect", 0) + share
+                )
+                with contextlib.suppress(Exception):
+                    await fleet.disconnect()
+                await fleet.close()
+        for kind, (server, result, _, _) in parked:
+            del self._parked[kind]
+            self.server = server
+            try:
+                await self.after_fanout(server, result)
+            finally:
+                result["exit_code"] = server.stop()
+                result["log"] = str(server.log_path)
 
     async def warm_up(self, server: ServerUnderTest) -> None:
         """Connect a few clients and publish once, so lazy imports and first-use costs are paid."""
@@ -231,7 +305,9 @@ class FakeBench:
             await fleet.close()
         await asyncio.sleep(1.0)
 
-    async def fanout_memory_connect(self, server: ServerUnderTest, out: dict[str, Any]) -> None:
+    async def fanout_memory_connect(
+        self, server: ServerUnderTest, out: dict[str, Any], *, park: bool = False
+    ) -> None:
         await self.warm_up(server)
         rss0 = rss_kib(server.pid)
         log.info("%s: RSS after warm-up %.1f MiB", server.kind, rss0 / 1024)
@@ -277,13 +353,17 @@ class FakeBench:
                 entry["connected"] = live
                 entry["rss_kib"] = rss
                 entry["rss_per_connection_kib"] = round((rss - rss0) / live, 2) if live else None
+                if park and size == max(self.o.sizes):
+                    self._parked[server.kind] = (server, out, fleet, entry)
+                    return  # measured in `head_to_head`, alternating with the other server
                 if "fanout" in self.o.scenarios:
                     entry["fanout"] = await self.fanout([server], fleet, size)
                 entry["clients"] = await fleet.status()
         finally:
-            with contextlib.suppress(Exception):
-                await fleet.disconnect()
-            await fleet.close()
+            if server.kind not in self._parked:
+                with contextlib.suppress(Exception):
+                    await fleet.disconnect()
+                await fleet.close()
 
     async def fanout(
         self, servers: list[ServerUnderTest], fleet: Fleet, size: int, name: str = ""
@@ -305,6 +385,10 @@ class FakeBench:
                 await asyncio.sleep(0.3)
         finally:
             self.stop_profile(profiler)
+        return self.fanout_figures(rounds, name, size)
+
+    def fanout_figures(self, rounds: list[dict[str, Any]], name: str, size: int) -> dict[str, Any]:
+        """The figures of a fan-out's measured rounds (their receipt times are dropped)."""
         # A round whose notification reached clients before its webhook was sent measured
         # something else; it is kept in the JSON but left out of the figures.
         measured = [r for r in rounds if not r["before_webhook"]] or rounds
@@ -365,7 +449,10 @@ class FakeBench:
         expected = min(len(users), (await fleet.status())["connected"])
         # Registered in the fake Strapi just before the POST: the sidecar's reconciler, which
         # announces published notifications it has not seen a webhook for, must not beat it.
-        await self.add_notification(users, f"bench {label}", (document_id, published_id))
+        # Not for the Node baseline, which never reads them: a sidecar running meanwhile (the
+        # head-to-head rounds) would find them and announce them to its own clients.
+        if any(s.kind == "sidecar" for s in servers):
+            await self.add_notification(users, f"bench {label}", (document_id, published_id))
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
         sent = now_ms()
         responses = await asyncio.gather(
