@@ -272,7 +272,13 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_timer = _KEEP_OPEN  # type: ignore[assignment]
         self.queue.consumer = self._hand_over  # type: ignore[attr-defined]
         self._hand_over()
+        self._keep_reading()
         return True
+
+    def _keep_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def _hand_over(self) -> None:
         queue = self.queue
@@ -282,12 +288,19 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.on_event(event)
 
     def send_receive_event_to_app(self) -> None:
-        super().send_receive_event_to_app()
-        if self.on_event is not None and self.read_paused:
-            # uvicorn stops reading until the application took the message; a detached
-            # connection's messages are taken as they arrive.
+        if self.on_event is None or self.read_paused:
+            super().send_receive_event_to_app()
+            if self.on_event is not None:
+                self._keep_reading()
+            return
+        # uvicorn stops reading until the application took the message, and starts again then:
+        # two epoll calls per message. A detached connection's messages are taken as they arrive
+        # (`_hand_over`), so it goes on reading: uvicorn pauses only what is not paused already.
+        self.read_paused = True
+        try:
+            super().send_receive_event_to_app()
+        finally:
             self.read_paused = False
-            self.transport.resume_reading()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -393,9 +393,15 @@ async def test_idle_connections_hold_no_task_and_take_every_message_in_order() -
         assert connection_tasks() == []  # no ASGI call, reader, writer or ping task per connection
 
         # many messages in a row from one client: none stalls (reading goes on) and none is lost
+        transport = sio.environ[socks[0].sid]["asgi.send"].__self__.transport
+        pauses: list[bool] = []
+        pause = transport.pause_reading
+        transport.pause_reading = lambda: (pauses.append(True), pause())
         answers = await asyncio.gather(*(clients[0].sio.call("n", n, timeout=5) for n in range(50)))
         assert answers == [n * 2 for n in range(50)]
         assert sorted(got) == list(range(50))
+        assert pauses == []  # each message taken as it came: no epoll call to stop reading, none to go on
+        del transport.pause_reading
         await sio.emit("all", 1)
         await eventually(lambda: all(("all", 1) in client.events for client in clients))
         for client in clients:
