@@ -30,6 +30,7 @@ import socketio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from adapter.collector import collector
 from adapter.metrics import Metrics
 from adapter.shared import stop_task
 
@@ -146,12 +147,13 @@ class WatchedRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             yield data
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
-        await super()._handle_emit(message)
-        if message.get("host_id") != self.host_id and self.on_remote_emit is not None:
-            try:
-                self.on_remote_emit(message["event"], message.get("room"), message.get("data"))
-            except Exception:
-                logger.exception("handling an emit from another process failed")
+        with collector.holding():  # no collector pause in the middle of a delivery
+            await super()._handle_emit(message)
+            if message.get("host_id") != self.host_id and self.on_remote_emit is not None:
+                try:
+                    self.on_remote_emit(message["event"], message.get("room"), message.get("data"))
+                except Exception:
+                    logger.exception("handling an emit from another process failed")
 
     # -- helpers ---------------------------------------------------------------------------
 

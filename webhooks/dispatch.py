@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapter.auth import UserDirectory
+from adapter.collector import collector
 from adapter.errors import SharedStateUnavailable, StrapiError, StrapiUnavailable
 from adapter.locks import KeyedLock, LockFactory
 from adapter.settings import Settings
@@ -166,6 +167,7 @@ class WebhookDispatcher:
             self._guarded(self._announce_delivered(document_id, entry), f"announce:{document_id}"),
             name=f"announce:{document_id}",
         )
+        collector.acquire()  # no collector pause until it is delivered (released in `_fast_done`)
         self._tasks.add(task)
         self._fast.setdefault(document_id, set()).add(task)
         task.add_done_callback(lambda done: self._fast_done(document_id, done))
@@ -179,6 +181,7 @@ class WebhookDispatcher:
             )
 
     def _fast_done(self, document_id: str, task: asyncio.Task[None]) -> None:
+        collector.release()
         self._tasks.discard(task)
         running = self._fast.get(document_id)
         if running is not None:
