@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-real", action="store_true", help="skip the real-Strapi scenarios")
     parser.add_argument("--servers", default="sidecar,node", help="sidecar, node or both")
     parser.add_argument("--sizes", type=_ints, help="fan-out sizes (default 1000,5000,10000)")
-    parser.add_argument("--rounds", type=int, help="measured publications per size (default 3)")
+    parser.add_argument("--rounds", type=int, help="measured publications per size (default 6)")
     parser.add_argument(
         "--scaleout-sizes", type=_ints, help="fan-out sizes for 1 vs 2 processes (default 5000,10000)"
     )
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reads", type=int, help="readers in the fake-Strapi read storm (default 1000)")
     parser.add_argument("--real-users", type=int, help="audience of the real publication (default 2000)")
     parser.add_argument("--real-reads", type=int, help="readers in the real read storm (default 1000)")
-    parser.add_argument("--real-rounds", type=int, help="real publications per server (default 3)")
+    parser.add_argument("--real-rounds", type=int, help="real publications per server (default 5)")
     parser.add_argument("--per-process", type=int, default=2500, help="clients per Node client process")
     parser.add_argument(
         "--connect-deadline",
@@ -68,13 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or ([1000] if quick else [1000, 5000, 10000])
-    args.rounds = args.rounds or (2 if quick else 3)
+    args.rounds = args.rounds or (2 if quick else 6)
     args.scaleout_sizes = args.scaleout_sizes or ([max(args.sizes)] if quick else [5000, 10000])
     args.storm = args.storm or (1000 if quick else 2000)
     args.reads = args.reads or (300 if quick else 1000)
     args.real_users = args.real_users or (500 if quick else 2000)
     args.real_reads = args.real_reads or (100 if quick else 1000)
-    args.real_rounds = args.real_rounds or (2 if quick else 3)
+    args.real_rounds = args.real_rounds or (2 if quick else 5)
     chosen = {part.strip() for part in args.scenarios.split(",") if part.strip()}
     unknown = chosen - set(SCENARIOS)
     if unknown:
