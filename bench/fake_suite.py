@@ -226,8 +226,7 @@ class FakeBench:
             await self.after_fanout(server, result)
         finally:
             if kind not in self._parked:
-                result["exit_code"] = server.stop()
-                result["log"] = str(server.log_path)
+                stop_server(server, result)
         return result
 
     async def after_fanout(self, server: ServerUnderTest, result: dict[str, Any]) -> None:
@@ -246,13 +245,11 @@ class FakeBench:
         rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _ in parked}
         t0 = loop_time()
         try:
-            for server, _, fleet, _ in self._parked.values():
+            for _, (server, _, fleet, _) in parked:
                 self.server = server
                 await self.fanout_round([server], fleet, users, f"warm-up {size}")
             # The sidecar is profiled through all of them (py-spy leaves out its idle time).
-            profilers = [
-                self.start_profile(server, f"fanout-{size}") for server, _, _, _ in self._parked.values()
-            ]
+            profilers = [self.start_profile(server, f"fanout-{size}") for _, (server, _, _, _) in parked]
             try:
                 for index in range(self.o.rounds):
                     order = parked if index % 2 == 0 else parked[::-1]
@@ -270,15 +267,15 @@ class FakeBench:
                 entry["clients"] = await fleet.status()
         except Exception as exc:
             log.exception("head-to-head fan-out %d failed", size)
-            for _, result, _, _ in self._parked.values():
+            for _, (_, result, _, _) in parked:
                 result.setdefault("errors", []).append(
                     {"scenario": f"fan-out {size}", "error": f"{type(exc).__name__}: {exc}"}
                 )
         finally:
-            for _, result, fleet, _ in self._parked.values():
-                share = round((loop_time() - t0) / len(parked), 1)
-                result["durations_s"]["fan-out/memory/connect"] = (
-                    result["durations_s"].get("fan-out/memory/connect", 0) + share
+            share = round((loop_time() - t0) / len(parked), 1)  # of the time, to each server
+            for _, (_, result, fleet, _) in parked:
+                result["durations_s"]["fan-out/memory/connect"] = round(
+                    result["durations_s"].get("fan-out/memory/connect", 0) + share, 1
                 )
                 with contextlib.suppress(Exception):
                     await fleet.disconnect()
@@ -289,8 +286,7 @@ class FakeBench:
             try:
                 await self.after_fanout(server, result)
             finally:
-                result["exit_code"] = server.stop()
-                result["log"] = str(server.log_path)
+                stop_server(server, result)
 
     async def warm_up(self, server: ServerUnderTest) -> None:
         """Connect a few clients and publish once, so lazy imports and first-use costs are paid."""
@@ -864,6 +860,12 @@ async def responsive(server: ServerUnderTest, limit_ms: float = 250.0) -> bool:
 
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+def stop_server(server: ServerUnderTest, result: dict[str, Any]) -> None:
+    """Stop a server under test; its exit code and log go into its results."""
+    result["exit_code"] = server.stop()
+    result["log"] = str(server.log_path)
 
 
 async def guarded(result: dict[str, Any], server: ServerUnderTest, name: str, work: Awaitable[None]) -> None:
