@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     connect_chunk_size: int = Field(500, gt=0)
     emitted_ledger_size: int = Field(10_000, gt=0)
     catchup_limit: int = Field(50, ge=0, le=100)
+    unread_delay: float = Field(0.25, ge=0, le=10)
     read_retry_seconds: float = Field(30.0, ge=0)
     reconcile_interval: float = Field(60.0, ge=0)
     reconcile_lookback: float = Field(3600.0, ge=0)

@@ -98,6 +98,10 @@ class SocketGateway:
         # Per user here: the newest notifications the last exact count holds already, until when
         # their announcement may still come (see INCLUDED_NEWEST).
         self._included: dict[int, tuple[float, frozenset[str]]] = {}
+        # Users whose count went up by a new notification, to be sent `unread_delay` after the
+        # first of them (see `_bump_unread`), and the timer that sends them.
+        self._unread_due: set[int] = set()
+        self._unread_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> its token's expiry
         self._socket_rate = RateLimiter(settings.socket_events_per_minute, settings.event_burst)
@@ -306,6 +310,7 @@ class SocketGateway:
                     return
             if user_id in self._sockets:
                 self._unread[user_id] = count
+                self._unread_due.discard(user_id)  # this is its latest
                 await self._emit(self._settings.event_unread, {"unread": count}, [user_id], local=True)
 
         await asyncio.gather(*(one(user_id) for user_id in connected))
@@ -321,6 +326,9 @@ class SocketGateway:
         for timer in self._expiry.values():
             timer.cancel()
         self._expiry.clear()
+        if self._unread_timer is not None:
+            self._unread_timer.cancel()
+            self._unread_timer = None
         return len(sockets)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -391,6 +399,7 @@ class SocketGateway:
             after = max(0, before - fresh)
             if after != before:
                 self._unread[user_id] = after
+                self._unread_due.discard(user_id)  # this is its latest
                 changed[after].append(user_id)
         for count, group in changed.items():
             await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
@@ -399,6 +408,7 @@ class SocketGateway:
         """`unread`: the user's exact count, with the first page of their unread notifications
         (None: a later page, which leaves what was noted of the first as it is)."""
         self._unread[user_id] = unread
+        self._unread_due.discard(user_id)  # the page carries it
         if newest_first is None:
             return
         included = frozenset(
@@ -457,7 +467,13 @@ class SocketGateway:
 
     async def _bump_unread(self, users: list[int], document_id: str | None = None) -> None:
         """A new notification (`document_id`) for `users`: one more unread, for those connected
-        here whose count does not hold it already."""
+        here whose count does not hold it already.
+
+        The new counts are sent `unread_delay` seconds later, each user's latest: the
+        notification itself goes out first and alone (in a large fan-out the counts would
+        compete with it for the clients' and the server's time), and a burst of publications
+        sends each user one count, not one per notification. With no delay, at once."""
+        delay = self._settings.unread_delay
         bumped: dict[int, list[int]] = defaultdict(list)
         for user_id in users:
             if self._included and self._holds_already(user_id, document_id):
@@ -466,8 +482,28 @@ class SocketGateway:
                 self._touched(user_id)
             if user_id in self._unread:
                 self._unread[user_id] += 1
-                bumped[self._unread[user_id]].append(user_id)
+                if delay:
+                    self._unread_due.add(user_id)
+                else:
+                    bumped[self._unread[user_id]].append(user_id)
         for count, group in bumped.items():
+            await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+        if self._unread_due and self._unread_timer is None:
+            self._unread_timer = asyncio.get_running_loop().call_later(delay, self._unread_now)
+
+    def _unread_now(self) -> None:
+        self._unread_timer = None
+        self._spawn(self._send_due_unread())
+
+    async def _send_due_unread(self) -> None:
+        """Send the counts `_bump_unread` left for later: each user's count as it is now."""
+        due, self._unread_due = self._unread_due, set()
+        by_count: dict[int, list[int]] = defaultdict(list)
+        for user_id in sorted(due):
+            count = self._unread.get(user_id)
+            if count is not None:  # else gone since, or waiting for an exact count
+                by_count[count].append(user_id)
+        for count, group in by_count.items():
             await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
 
     async def _emit(

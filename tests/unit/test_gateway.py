@@ -15,6 +15,7 @@ import socketio
 
 from adapter.app import Sidecar, build_sidecar
 from adapter.notifications import wire_payload
+from adapter.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, legacy_token, make_settings
 from tests.serving import eventually, serve
 from tests.unit.test_inbox import OTHER_USER, USER, FakeStrapi, at, doc, error, notification_pages
@@ -25,7 +26,9 @@ READ = "notification:read"
 READ_ALL = "notification:read-all"
 REMOVED = "notification:removed"
 NOTIFICATION = "notificacion"
-QUIET = 0.2  # how long to wait before saying an event did not come
+# How long to wait before saying an event did not come: unread counts a notification changed
+# are sent UNREAD_DELAY after it.
+QUIET = 0.2 + Settings.model_fields["unread_delay"].default
 NOTIFICATION_UID = "api::notification.notification"
 READ_UID = "api::read-notification.read-notification"
 

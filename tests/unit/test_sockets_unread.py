@@ -17,7 +17,18 @@ from tests.conftest import make_settings
 from tests.redis_server import RedisServer
 from tests.serving import eventually, serve
 from tests.unit import test_gateway
-from tests.unit.test_gateway import QUIET, READ, READ_ALL, SYNC, UNREAD, Client, Running, inbox_of_three, wire
+from tests.unit.test_gateway import (
+    NOTIFICATION,
+    QUIET,
+    READ,
+    READ_ALL,
+    SYNC,
+    UNREAD,
+    Client,
+    Running,
+    inbox_of_three,
+    wire,
+)
 from tests.unit.test_inbox import OTHER_USER, USER, FakeStrapi, doc
 
 # The gateway suite's sidecar on a real port, over this module's fake Strapi.
@@ -334,3 +345,77 @@ async def test_a_notification_the_catch_up_counted_before_its_announcement_is_no
     await eventually(lambda: len(b.got(UNREAD)) == 2)
     await asyncio.sleep(QUIET)
     assert a.got(UNREAD)[-1] == b.got(UNREAD)[-1] == {"unread": 3}
+
+
+# -- when the counts a new notification changed are sent (UNREAD_DELAY) ------------------------
+
+
+@pytest.mark.parametrize("overrides", [{"unread_delay": 0.5}])
+async def test_a_new_notification_goes_out_alone_and_its_unread_count_follows_after_the_delay(
+    running: Running,
+) -> None:
+    inbox_of_three(running.fake)  # user 5: 2 unread
+    a = await running.connect(USER)
+    row = running.fake.publish(9, minute=9, users=(USER,))
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    await running.sidecar.gateway.notify([USER], wire(row))
+    await eventually(lambda: a.got(NOTIFICATION))
+    assert a.got(UNREAD) == []  # not with it
+    await eventually(lambda: a.got(UNREAD), within=5)
+    assert loop.time() - started >= 0.5
+    assert a.got(UNREAD) == [{"unread": 3}]
+    assert [name for name, _ in a.events][-2:] == [NOTIFICATION, UNREAD]
+
+
+@pytest.mark.parametrize("overrides", [{"unread_delay": 0.3}])
+async def test_a_burst_of_notifications_sends_each_user_one_count_the_latest(running: Running) -> None:
+    inbox_of_three(running.fake)  # user 5: 2 unread; user 6: 1
+    a = await running.connect(USER)
+    b = await running.connect(USER)
+    other = await running.connect(OTHER_USER)
+    rows = [running.fake.publish(n, minute=n, users=(USER, OTHER_USER)) for n in range(10, 15)]
+
+    for row in rows:
+        await running.sidecar.gateway.notify([USER, OTHER_USER], wire(row))
+
+    await eventually(lambda: a.got(UNREAD) and b.got(UNREAD) and other.got(UNREAD), within=5)
+    await asyncio.sleep(QUIET)
+    assert len(a.got(NOTIFICATION)) == len(other.got(NOTIFICATION)) == 5
+    assert a.got(UNREAD) == b.got(UNREAD) == [{"unread": 7}]
+    assert other.got(UNREAD) == [{"unread": 6}]
+    assert (await a.call(SYNC))["unread"] == 7  # and it is what Strapi says
+
+
+@pytest.mark.parametrize("overrides", [{"unread_delay": 0.3}])
+async def test_a_read_before_the_delay_is_over_sends_the_exact_count_once(running: Running) -> None:
+    inbox_of_three(running.fake)  # user 5: 2 unread
+    a = await running.connect(USER)
+    b = await running.connect(USER)
+    row = running.fake.publish(9, minute=9, users=(USER,))
+    await running.sidecar.gateway.notify([USER], wire(row))
+    await eventually(lambda: a.got(NOTIFICATION))
+
+    ack = await a.call(READ, {"notificationId": doc(9)})  # before its count went out
+
+    assert ack["ok"] is True
+    await eventually(lambda: b.got(UNREAD))
+    await asyncio.sleep(QUIET + 0.3)
+    assert a.got(UNREAD) == b.got(UNREAD) == [{"unread": 2}]  # the read's; the due +1 is not sent
+
+
+@pytest.mark.parametrize("overrides", [{"unread_delay": 0}])
+async def test_with_no_delay_each_notification_brings_its_count_at_once(running: Running) -> None:
+    inbox_of_three(running.fake)
+    a = await running.connect(USER)
+    rows = [running.fake.publish(n, minute=n, users=(USER,)) for n in range(10, 13)]
+
+    for row in rows:
+        await running.sidecar.gateway.notify([USER], wire(row))
+        assert running.sidecar.gateway._unread_due == set()
+
+    await eventually(lambda: len(a.got(UNREAD)) == 3)
+    assert a.got(UNREAD) == [{"unread": 3}, {"unread": 4}, {"unread": 5}]
+    names = [name for name, _ in a.events if name in (NOTIFICATION, UNREAD)]
+    assert names == [NOTIFICATION, UNREAD] * 3
