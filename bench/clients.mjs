@@ -38,6 +38,10 @@ const received = new Map(); // key -> {times: [], dups}
 const waiters = new Set(); // {key, expect, resolve}
 const dropped = {}; // unexpected disconnect reason -> count
 const eventWaiters = new Set(); // {check}
+let gcs = []; // [start (wall ms), duration ms, kind] of this process's collections since the last await
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcs.push([performance.timeOrigin + e.startTime, e.duration, e.detail?.kind ?? e.kind]);
+}).observe({ entryTypes: ["gc"] });
 
 function record(client, payload) {
   const at = now();
@@ -190,7 +194,9 @@ function awaitKey({ key, expect, timeoutMs = 30000 }) {
       waiters.delete(waiter);
       clearTimeout(timer);
       const entry = received.get(key) || { times: [], dups: 0, sample: null };
-      resolve({ count: entry.times.length, dups: entry.dups, times: entry.times, sample: entry.sample });
+      const gc = gcs;
+      gcs = [];
+      resolve({ count: entry.times.length, dups: entry.dups, times: entry.times, sample: entry.sample, gc });
     };
     const waiter = { key, expect, resolve: finish };
     const timer = setTimeout(finish, timeoutMs);

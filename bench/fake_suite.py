@@ -44,6 +44,9 @@ READ_EVENT = "notification:read"
 STORM_TIMEOUT_MS = 20_000  # a handshake not answered by then counts as failed (target: 10 s)
 STORM_AFTERMATH_S = 15.0  # after a storm with failures, how long to wait for the server to settle
 WARMUP_USERS = 20
+# A fan-out round's server CPU is also taken this long after its last client got it
+# (`cpu_ms_per_publication`).
+AFTER_LAST_S = 0.6
 
 
 @dataclass
@@ -407,6 +410,7 @@ class FakeBench:
             "last_ms_median": round(last, 2),
             "deliveries_per_s": round(size / (last / 1000), 1) if last > 0 else None,
             "deliveries_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,
+            "cpu_ms_per_publication": round(1000 * median([r["cpu_with_after_s"] for r in measured]), 1),
             "missing": sum(r["expected"] - r["count"] for r in rounds),
             "duplicates": sum(r["dups"] for r in rounds),
             "rounds_left_out": len(rounds) - len(measured),
@@ -460,6 +464,18 @@ class FakeBench:
         cpu1 = sum(cpu_seconds(s.pid) for s in servers)
         lat = [t - sent for t in got["times"]]
         sample = got["sample"] or {}
+        last_at = sent + max(lat) if lat else sent
+        # What the server does for the publication after its last client (the sidecar: the
+        # unread counts it changed, sent UNREAD_DELAY later, and its re-read of the notification).
+        await asyncio.sleep(max(0.0, (last_at - now_ms()) / 1000 + AFTER_LAST_S))
+        cpu2 = sum(cpu_seconds(s.pid) for s in servers)
+        # the client processes' own garbage collections while the round was being received
+        during = [g for proc in got["gc"] for g in proc if sent <= g[0] <= last_at]
+        client_gc = {
+            "ms": round(sum(g[1] for g in during), 1),
+            "major": sum(1 for g in during if g[2] == 4),
+            "longest_ms": round(max((g[1] for g in during), default=0.0), 1),
+        }
         if got["count"] < expected:
             log.warning(
                 "%s %s: only %d of %d clients got the notification",
@@ -479,6 +495,8 @@ class FakeBench:
             "dups": got["dups"],
             "last_ms": round(max(lat), 2) if lat else None,
             "cpu_s": round(cpu1 - cpu0, 3),
+            "cpu_with_after_s": round(cpu2 - cpu0, 3),
+            "client_gc": client_gc,
             "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
             # receipts stamped before the POST: something else (the reconciler) announced it
             "before_webhook": sum(1 for t in lat if t < 0),

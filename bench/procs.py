@@ -571,6 +571,7 @@ class Fleet:
             "dups": sum(a["dups"] for a in answers),
             "times": [t for a in answers for t in a["times"]],
             "sample": next((a["sample"] for a in answers if a.get("sample")), None),
+            "gc": [a.get("gc", []) for a in answers],  # each process's collections since its last await
         }
 
     async def await_event(self, event: str, timeout_ms: int) -> dict[str, Any]:

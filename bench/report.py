@@ -166,6 +166,11 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 pick(node, "deliveries_per_cpu_s"),
             ),
             Row(
+                f"fan-out {size:,}: server CPU per publication, to 0.6 s after the last client (ms)",
+                pick(side, "cpu_ms_per_publication"),
+                pick(node, "cpu_ms_per_publication"),
+            ),
+            Row(
                 f"fan-out {size:,}: every client once",
                 _complete(pick(side)),
                 _complete(pick(node)),
