@@ -496,6 +496,7 @@ class FakeBench:
             "last_ms": round(max(lat), 2) if lat else None,
             "cpu_s": round(cpu1 - cpu0, 3),
             "cpu_with_after_s": round(cpu2 - cpu0, 3),
+            "sent_at": sent,
             "client_gc": client_gc,
             "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
             # receipts stamped before the POST: something else (the reconciler) announced it
@@ -830,7 +831,7 @@ class FakeBench:
             return None
         py_spy = Path(sys.executable).with_name("py-spy")
         output = RESULTS / f"profile-{server.kind}-{name}.svg"
-        argv = [str(py_spy), "record", "--pid", str(server.pid), "--output", str(output), "--rate", "250"]
+        argv = [str(py_spy), "record", "--pid", str(server.pid), "--output", str(output).replace(".svg", ".txt"), "--rate", "250", "--format", "raw"]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @staticmethod
