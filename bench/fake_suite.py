@@ -831,7 +831,7 @@ class FakeBench:
             return None
         py_spy = Path(sys.executable).with_name("py-spy")
         output = RESULTS / f"profile-{server.kind}-{name}.svg"
-        argv = [str(py_spy), "record", "--pid", str(server.pid), "--output", str(output).replace(".svg", ".txt"), "--rate", "250", "--format", "raw"]
+        argv = [str(py_spy), "record", "--pid", str(server.pid), "--output", str(output), "--rate", "250"]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @staticmethod
