@@ -401,8 +401,7 @@ class SocketGateway:
                 self._unread[user_id] = after
                 self._unread_due.discard(user_id)  # this is its latest
                 changed[after].append(user_id)
-        for count, group in changed.items():
-            await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+        await self._send_counts(changed)
 
     def _set_exact(self, user_id: int, unread: int, newest_first: Iterable[dict[str, Any]] | None) -> None:
         """`unread`: the user's exact count, with the first page of their unread notifications
@@ -486,8 +485,7 @@ class SocketGateway:
                     self._unread_due.add(user_id)
                 else:
                     bumped[self._unread[user_id]].append(user_id)
-        for count, group in bumped.items():
-            await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
+        await self._send_counts(bumped)
         if self._unread_due and self._unread_timer is None:
             self._unread_timer = asyncio.get_running_loop().call_later(delay, self._unread_now)
 
@@ -503,6 +501,11 @@ class SocketGateway:
             count = self._unread.get(user_id)
             if count is not None:  # else gone since, or waiting for an exact count
                 by_count[count].append(user_id)
+        await self._send_counts(by_count)
+
+    async def _send_counts(self, by_count: dict[int, list[int]]) -> None:
+        """Each group its new unread count, to this process's sockets only (each process counts
+        unread for its own)."""
         for count, group in by_count.items():
             await self._emit(self._settings.event_unread, {"unread": count}, group, local=True)
 
