@@ -81,8 +81,7 @@ class CollectorHold:
             logger.warning(
                 "garbage collection held for over %.0f s by a delivery; resumed", self._max_seconds
             )
-            self._disabled_here = False
-            gc.enable()
+            self._resume()
 
 
 collector = CollectorHold()

@@ -311,7 +311,7 @@ class SocketGateway:
             if user_id in self._sockets:
                 self._unread[user_id] = count
                 self._unread_due.discard(user_id)  # this is its latest
-                await self._emit(self._settings.event_unread, {"unread": count}, [user_id], local=True)
+                await self._send_counts({count: [user_id]})
 
         await asyncio.gather(*(one(user_id) for user_id in connected))
 
