@@ -8,7 +8,6 @@ proof a delivery is Strapi's, compared in constant time. Answers:
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 
 from pydantic import ValidationError
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse
 from adapter.collector import collector
 from adapter.metrics import Metrics
 from adapter.settings import Settings
+from webhooks.decode import decode_webhook
 from webhooks.dispatch import WebhookDispatcher
 from webhooks.models import WebhookPayload
 
@@ -34,6 +34,8 @@ class WebhookReceiver:
         self._expected = f"Bearer {settings.webhook_secret.get_secret_value()}".encode()
         self._max_body = settings.webhook_max_body_bytes
         self._checked_uids = {settings.notification_uid, settings.user_uid, settings.read_uid}
+        # Relation lists of which only the ids are read: decoded as ids (webhooks/decode.py).
+        self._id_lists = frozenset({settings.audience_field, settings.read_users_field})
         self._dispatcher = dispatcher
 
     async def handle(self, request: Request) -> JSONResponse:
@@ -52,7 +54,7 @@ class WebhookReceiver:
         # user, is what tips the collector into a pause (see adapter/collector.py); the
         # dispatcher holds it on until the notification is delivered.
         with collector.holding():
-            payload, problem = _parse(body)
+            payload, problem = _parse(body, self._id_lists)
             if payload is None:
                 logger.warning("refused a malformed webhook: %s", problem)
                 return _error(400, "invalid_payload", problem), "invalid_payload"
@@ -81,9 +83,9 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def _parse(body: bytes) -> tuple[WebhookPayload | None, str]:
+def _parse(body: bytes, id_lists: frozenset[str]) -> tuple[WebhookPayload | None, str]:
     try:
-        raw = json.loads(body)
+        raw = decode_webhook(body, id_lists)
     except (ValueError, RecursionError):  # not UTF-8 or JSON, an int over 4300 digits, too deep
         return None, "body is not JSON"
     if not isinstance(raw, dict):
