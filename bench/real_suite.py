@@ -449,6 +449,7 @@ class RealBench:
             "strapi_answer_ms": round(answer_ms, 1),
             "last_ms": round(last, 1) if last is not None else None,
             "first_ms": round(min(lat), 1) if lat else None,
+            "sent_at": sent,
             "latency_ms": summary(lat),
             "ratio": round(last / answer_ms, 3) if last is not None else None,
             "server_strapi_requests": dict(requests),
