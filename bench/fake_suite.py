@@ -411,6 +411,7 @@ class FakeBench:
             "deliveries_per_s": round(size / (last / 1000), 1) if last > 0 else None,
             "deliveries_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,
             "cpu_ms_per_publication": round(1000 * median([r["cpu_with_after_s"] for r in measured]), 1),
+            "cpu_after_last_s": AFTER_LAST_S,
             "missing": sum(r["expected"] - r["count"] for r in rounds),
             "duplicates": sum(r["dups"] for r in rounds),
             "rounds_left_out": len(rounds) - len(measured),
