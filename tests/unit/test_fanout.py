@@ -16,6 +16,8 @@ import websockets
 from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
+from hypothesis import given
+from hypothesis import strategies as st
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from adapter.__main__ import SERVER_OPTIONS
@@ -226,3 +228,53 @@ async def test_rooms_after_joins_leaves_and_disconnects_are_what_python_socketio
         return seen
 
     assert await run(FanoutManager()) == await run(socketio.AsyncManager())
+
+
+memberships = st.lists(  # (socket number, room) pairs: sockets in several rooms, rooms of several
+    st.tuples(st.integers(0, 7), st.sampled_from(["user-1", "user-2", "user-3", "everyone", None])),
+    max_size=30,
+)
+
+
+@given(
+    joined=memberships,
+    targets=st.one_of(
+        st.none(),
+        st.sampled_from(["user-1", "everyone", "nobody"]),
+        st.lists(
+            st.sampled_from(["user-1", "user-2", "user-3", "everyone", "nobody"]), min_size=1, max_size=8
+        ),
+    ),
+    skip=st.one_of(st.none(), st.integers(0, 7), st.lists(st.integers(0, 7), max_size=3)),
+)
+def test_an_emit_is_for_whom_get_participants_lists_once_each_in_its_order(
+    joined: list[tuple[int, Any]], targets: Any, skip: Any
+) -> None:
+    manager = FanoutManager()
+    for number, room in joined:
+        manager.basic_enter_room(f"s{number}", "/", room, eio_sid=f"e{number}")
+    skip_sid = [f"s{n}" for n in skip] if isinstance(skip, list) else None if skip is None else f"s{skip}"
+    skipped = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+    stock = [eio for sid, eio in manager.get_participants("/", targets) if sid not in skipped]
+    assert list(manager._recipients("/", targets, skipped)) == stock
+
+
+def test_the_first_recipient_comes_before_the_other_rooms_are_looked_up() -> None:
+    """A notification to 10,000 rooms starts writing at once, not after merging them all."""
+
+    looked_up: list[Any] = []
+
+    class Watched(dict[Any, Any]):
+        def get(self, key: Any, default: Any = None) -> Any:
+            looked_up.append(key)
+            return super().get(key, default)
+
+    manager = FanoutManager()
+    rooms = [f"user-{n}" for n in range(1000)]
+    for n, room in enumerate(rooms):
+        manager.basic_enter_room(f"s{n}", "/", room, eio_sid=f"e{n}")
+    manager.rooms["/"] = Watched(manager.rooms["/"])
+    recipients = manager._recipients("/", rooms, {None})
+    assert next(recipients) == "e0"
+    assert looked_up == ["user-0"]
+    assert list(recipients) == [f"e{n}" for n in range(1, 1000)]
