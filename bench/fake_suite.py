@@ -400,7 +400,9 @@ class FakeBench:
             )
         latencies = [lat for r in measured for lat in r["lat"]]
         for r in rounds:
-            del r["lat"]
+            # each round's own spread: the first client (how soon the server starts
+            # delivering) to the last
+            r["latency_ms"] = summary(r.pop("lat"))
         cpu = sum(r["cpu_s"] for r in measured)
         delivered = sum(r["count"] for r in measured)
         last = median([r["last_ms"] for r in measured if r["last_ms"] is not None] or [0.0])

@@ -20,11 +20,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / max (and n) of a list of latencies, rounded to 0.01."""
+    """min / p50 / p99 / max (and n) of a list of latencies, rounded to 0.01."""
     if not values:
-        return {"n": 0, "p50": math.nan, "p99": math.nan, "max": math.nan}
+        return {"n": 0, "min": math.nan, "p50": math.nan, "p99": math.nan, "max": math.nan}
     return {
         "n": len(values),
+        "min": round(min(values), 2),
         "p50": round(percentile(values, 50), 2),
         "p99": round(percentile(values, 99), 2),
         "max": round(max(values), 2),
