@@ -21,17 +21,18 @@ a body `json.loads` refuses raises what it raises.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
 __all__ = ["decode_webhook"]
 
 
-class _Related(msgspec.Struct):
-    """A related entry, of which only the id is read (other fields are skipped, not built)."""
+class _Related(TypedDict, total=False):
+    """A related entry, of which only the id is read: msgspec builds `{"id": 5}` (or `{}`)
+    itself, skipping the other fields without building them."""
 
-    id: int | msgspec.UnsetType = msgspec.UNSET
+    id: int
 
 
 class _Delivery(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,7 +52,7 @@ _ANY = msgspec.json.Decoder()
 _REFUSED = (msgspec.DecodeError, ValueError, RecursionError)
 
 
-def decode_webhook(body: bytes, id_lists: frozenset[str]) -> Any:
+def decode_webhook(body: bytes | bytearray, id_lists: frozenset[str]) -> Any:
     """`json.loads(body)`, with the entry's `id_lists` fields reduced to their items' ids.
 
     Raises what `json.loads` raises for a body that is not JSON."""
@@ -76,10 +77,9 @@ def decode_webhook(body: bytes, id_lists: frozenset[str]) -> Any:
 
 def _ids(raw: msgspec.Raw) -> Any:
     try:
-        related = _RELATED.decode(raw)
+        return _RELATED.decode(raw)
     except msgspec.ValidationError:  # not a list of objects with integer ids: kept as it is
         return _ANY.decode(raw)
-    return [{} if item.id is msgspec.UNSET else {"id": item.id} for item in related]
 
 
 def _reduced(raw: Any, id_lists: frozenset[str]) -> Any:

@@ -71,7 +71,7 @@ class WebhookReceiver:
         return hmac.compare_digest(given, self._expected)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+async def _read_limited(request: Request, limit: int) -> bytearray | None:
     declared = request.headers.get("content-length", "")
     if declared.isdecimal() and int(declared) > limit:
         return None
@@ -80,10 +80,10 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
         body.extend(chunk)
         if len(body) > limit:
             return None
-    return bytes(body)
+    return body  # decoded as it is: no copy of a publication's megabytes
 
 
-def _parse(body: bytes, id_lists: frozenset[str]) -> tuple[WebhookPayload | None, str]:
+def _parse(body: bytes | bytearray, id_lists: frozenset[str]) -> tuple[WebhookPayload | None, str]:
     try:
         raw = decode_webhook(body, id_lists)
     except (ValueError, RecursionError):  # not UTF-8 or JSON, an int over 4300 digits, too deep
