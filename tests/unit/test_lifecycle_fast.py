@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import respx
+from hypothesis import example, given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from adapter.notifications import KnownIds
+from adapter.notifications import KnownIds, audience_ids
 from adapter.shared import RedisLedger
 from adapter.strapi import StrapiClient
 from tests.conftest import make_settings
@@ -298,3 +300,32 @@ async def test_fast_path_announcement_removed_by_its_unpublish_webhook_is_not_re
     await lifecycle.sync(DOC, announce=True)
 
     assert notifier.removals == [(DOC, {1, 2})]
+
+
+related_items = st.one_of(
+    st.fixed_dictionaries({"id": st.integers(-5, 10**20)}),
+    st.fixed_dictionaries({"id": st.one_of(st.booleans(), st.sampled_from(["7", "08", " 9"]))}),
+    st.fixed_dictionaries({"id": st.integers(1, 9)}, optional={"username": st.text(max_size=3)}),
+    st.fixed_dictionaries({}, optional={"documentId": st.text(max_size=3)}),
+    st.integers(),
+    st.text(max_size=2),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@example(related=[{"id": 3}, {"id": "4"}])
+@example(related=[{"id": True}, {"id": 2}])
+@example(related=[{"id": 3}, {"documentId": "x"}])
+@example(related=[{"id": 3}, "5"])
+@given(related=st.one_of(st.lists(related_items, max_size=12), st.none(), st.integers(), st.text(max_size=2)))
+def test_the_audience_is_every_related_id_whatever_the_items_look_like(related: Any) -> None:
+    """The users a selection names: integer ids as they are, numeric strings and booleans as
+    Python's int() reads them, items without an id or that are not objects skipped."""
+    expected = (
+        {int(item["id"]) for item in related if isinstance(item, dict) and "id" in item}
+        if isinstance(related, list)
+        else set()
+    )
+    found = audience_ids({"notification_users": related}, "notification_users")
+    assert found == expected
+    assert all(type(user) is int for user in found)  # True == 1, but it is not a user id
