@@ -5,6 +5,7 @@ Build it once at the entry point and hand it down; nothing reads the environment
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -127,6 +128,11 @@ class Settings(BaseSettings):
     def room_for(self, user_id: int) -> str:
         """The Socket.IO room of one user (`user-5`)."""
         return f"{self.room_prefix}{user_id}"
+
+    def rooms_for(self, user_ids: Iterable[int]) -> list[str]:
+        """`room_for` of each user, in order (the settings read once, not once per user)."""
+        prefix = self.room_prefix
+        return [f"{prefix}{user_id}" for user_id in user_ids]
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -361,7 +361,7 @@ class SocketGateway:
 
     async def _echo_read_to(self, users: list[int], document_ids: list[str], *, skip_sid: str | None) -> None:
         """Tell users' sockets (but the one that asked) what they read; then their new counts."""
-        rooms = [self._settings.room_for(user_id) for user_id in users]
+        rooms = self._settings.rooms_for(users)
         if rooms and document_ids:
             if len(document_ids) == 1:
                 event = self._settings.event_read_echo
@@ -515,7 +515,7 @@ class SocketGateway:
         """`local`: to this process's sockets only (each process counts unread for its own)."""
         if not user_ids:
             return
-        rooms = [self._settings.room_for(user_id) for user_id in user_ids]
+        rooms = self._settings.rooms_for(user_ids)
         await self._sio.emit(event, payload, to=rooms, ignore_queue=local)
         self._metrics.emits.labels(event).inc()
         self._metrics.deliveries.labels(event).inc(len(rooms))

@@ -155,6 +155,7 @@ def test_settings_repr_and_str_hide_secrets() -> None:
 def test_settings_room_for_names_a_users_room() -> None:
     assert make_settings().room_for(5) == "user-5"
     assert make_settings(room_prefix="u:").room_for(42) == "u:42"
+    assert make_settings(room_prefix="u:").rooms_for([42, 7]) == ["u:42", "u:7"]
 
 
 def test_main_missing_setting_exits_2_with_one_clear_line(
