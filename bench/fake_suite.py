@@ -409,6 +409,8 @@ class FakeBench:
         result = {
             "rounds": rounds,
             "latency_ms": summary(latencies),
+            # information beside the pooled p99 (the target), which one slow round decides
+            "p99_round_median_ms": round(median([r["latency_ms"]["p99"] for r in measured]), 2),
             "last_ms_median": round(last, 2),
             "deliveries_per_s": round(size / (last / 1000), 1) if last > 0 else None,
             "deliveries_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,

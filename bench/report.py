@@ -153,6 +153,11 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 check,
             ),
             Row(
+                f"fan-out {size:,}: latency p99, median of the rounds' (ms)",
+                pick(side, "p99_round_median_ms"),
+                pick(node, "p99_round_median_ms"),
+            ),
+            Row(
                 f"fan-out {size:,}: latency max (ms)",
                 pick(side, "latency_ms", "max"),
                 pick(node, "latency_ms", "max"),
