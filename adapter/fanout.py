@@ -133,12 +133,12 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         would list them, in the same order, but room by room as they are read: a notification's
         first recipient is written to before the 10,000th room is even looked up (merging them
         all first took 10-15 ms with 10,000 connections, the clients idle meanwhile)."""
-        ns = self.rooms.get(namespace, {})
-        if not hasattr(room, "__len__") or isinstance(room, str):
-            members = ns.get(room)
-            if members is not None:  # a copy, as `get_participants` makes
-                yield from (eio_sid for sid, eio_sid in list(members._fwdm.items()) if sid not in skipped)
+        if not hasattr(room, "__len__") or isinstance(room, str):  # one room: nothing to merge
+            yield from (
+                eio_sid for sid, eio_sid in self.get_participants(namespace, room) if sid not in skipped
+            )
             return
+        ns = self.rooms.get(namespace, {})
         seen = set(skipped)
         for name in room:
             members = ns.get(name)
