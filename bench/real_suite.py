@@ -39,6 +39,7 @@ from bench.procs import (
     now_ms,
     sign_tokens,
 )
+from bench.receiver import BareReceiver
 from bench.stats import median, summary
 
 log = logging.getLogger("bench")
@@ -203,6 +204,14 @@ class RealBench:
                     self.results.setdefault(kind, {})["exit_code"] = server.stop()
                     self.results[kind]["log"] = str(server.log_path)
                     durations[kind] = round(time.monotonic() - t0, 1)
+            if strapi.running:  # last: its publications are then no part of the servers' catch-ups
+                t0 = time.monotonic()
+                try:
+                    self.results["bare"] = await self.bare_webhooks(users)
+                except Exception as exc:  # the servers' figures stand without it
+                    log.exception("the bare receiver's publications failed")
+                    self.results["bare"] = {"error": f"{type(exc).__name__}: {exc}"}
+                durations["bare receiver"] = round(time.monotonic() - t0, 1)
         finally:
             if fleet is not None:
                 await fleet.close()
@@ -400,6 +409,14 @@ class RealBench:
             "strapi_answer_ms_median": median([p["strapi_answer_ms"] for p in delivered]),
             "last_client_ms_median": median([p["last_ms"] or 0 for p in delivered]),
             "ratio_median": round(median(ratios), 3) if ratios else None,
+            # where a publication's time after Strapi's answer goes: until the first client has
+            # it (Strapi's webhook delay, then the server's start), then to the last client
+            "first_after_answer_ms_median": _median_of(
+                [p["first_ms"] - p["strapi_answer_ms"] for p in delivered if p["first_ms"] is not None]
+            ),
+            "first_to_last_ms_median": _median_of(
+                [p["last_ms"] - p["first_ms"] for p in delivered if p["first_ms"] is not None]
+            ),
             "missing": sum(p["expected"] - p["count"] for p in delivered),
             "duplicates": sum(p["dups"] for p in publications),
         }
@@ -413,23 +430,28 @@ class RealBench:
         }
         out["clients"] = {"connected": after["connected"], "dropped": dropped}
 
-    async def publish(
-        self, server: ServerUnderTest, fleet: Fleet, users: list[int], label: str
-    ) -> dict[str, Any]:
+    async def post_notification(self, users: list[int], label: str) -> tuple[dict[str, Any], float, float]:
+        """`POST /api/notifications` for `users` (Strapi creates and publishes it): the created
+        entry, and when the request was sent and answered (ms)."""
         data = {
             "message": f"bench real {label}",
             "url": "/bench",
             "date": "2026-01-01",
             "notification_users": users,
         }
-        await self.strapi_log.quiesce(quiet=0.5, server=server)
-        mark = self.strapi_log.mark()
-        server_mark = server.log_mark()
         sent = now_ms()
         response = await self.api().post("/api/notifications", json={"data": data})
         answered = now_ms()
         response.raise_for_status()
-        created = response.json()["data"]
+        return response.json()["data"], sent, answered
+
+    async def publish(
+        self, server: ServerUnderTest, fleet: Fleet, users: list[int], label: str
+    ) -> dict[str, Any]:
+        await self.strapi_log.quiesce(quiet=0.5, server=server)
+        mark = self.strapi_log.mark()
+        server_mark = server.log_mark()
+        created, sent, answered = await self.post_notification(users, label)
         document_id = str(created["documentId"])
         # A webhook Strapi lost: the sidecar's reconciler still delivers it (within ~30 s), the
         # Node baseline never does, so it is not waited for as long.
@@ -468,6 +490,65 @@ class RealBench:
             got["count"],
             len(users),
         )
+        return result
+
+    # -- Strapi's own webhook delay ----------------------------------------------------------
+
+    async def bare_webhooks(self, users: list[int]) -> dict[str, Any]:
+        """The same publications with a bare receiver in the server's place (bench/receiver.py):
+        when Strapi's `entry.publish` arrives after its answer, the floor of "last client /
+        Strapi answer" for any service driven by Strapi's webhooks. One warm-up first, as the
+        servers get."""
+        async with BareReceiver(self.port, self.secrets.webhook_secret) as receiver:
+            warm_up = await self.publish_bare(receiver, users, "bare warm-up")
+            rounds = [await self.publish_bare(receiver, users, f"bare {i + 1}") for i in range(self.o.rounds)]
+        arrived = [r for r in rounds if r["publish_after_answer_ms"] is not None]
+        return {
+            "rounds": rounds,
+            "warm_up": warm_up,
+            "webhooks_lost": len(rounds) - len(arrived),
+            "refused": receiver.refused,
+            "strapi_answer_ms_median": _median_of([r["strapi_answer_ms"] for r in arrived]),
+            "publish_after_answer_ms_median": _median_of([r["publish_after_answer_ms"] for r in arrived]),
+            "publish_after_answer_ms_max": max((r["publish_after_answer_ms"] for r in arrived), default=None),
+            "create_after_answer_ms_median": _median_of(
+                [r["create_after_answer_ms"] for r in arrived if r["create_after_answer_ms"] is not None]
+            ),
+            "stamped_after_answer_ms_median": _median_of(
+                [r["stamped_after_answer_ms"] for r in arrived if r["stamped_after_answer_ms"] is not None]
+            ),
+            "floor_ratio_median": _median_of([r["floor_ratio"] for r in arrived], 3),
+            "floor_ratio_max": max((r["floor_ratio"] for r in arrived), default=None),
+            "floor_over_105": sum(r["floor_ratio"] > 1.05 for r in arrived),
+        }
+
+    async def publish_bare(self, receiver: BareReceiver, users: list[int], label: str) -> dict[str, Any]:
+        await self.strapi_log.quiesce(quiet=0.5)
+        created, sent, answered = await self.post_notification(users, label)
+        document_id = str(created["documentId"])
+        publish = await receiver.wait_for(document_id, "entry.publish", within=15.0)
+        create = await receiver.wait_for(document_id, "entry.create", within=0.5)
+        answer_ms = answered - sent
+        after = round(publish.received_ms - answered, 1) if publish else None
+        result = {
+            "document_id": document_id,
+            "sent_at": sent,
+            "strapi_answer_ms": round(answer_ms, 1),
+            "publish_after_answer_ms": after,
+            "create_after_answer_ms": round(create.received_ms - answered, 1) if create else None,
+            "stamped_after_answer_ms": (
+                round(publish.stamped_ms - answered, 1) if publish and publish.stamped_ms else None
+            ),
+            "publish_bytes": publish.size if publish else None,
+            "floor_ratio": round((publish.received_ms - sent) / answer_ms, 3) if publish else None,
+        }
+        log.info(
+            "real bare receiver publication %s: Strapi answered in %.0f ms, entry.publish %s ms later",
+            label,
+            answer_ms,
+            after,
+        )
+        await asyncio.sleep(1.0)  # as between the servers' publications
         return result
 
     # -- reads -------------------------------------------------------------------------------
@@ -579,3 +660,7 @@ class RealBench:
             out["burst"]["exact"],
         )
         return out
+
+
+def _median_of(values: list[float], digits: int = 1) -> float | None:
+    return round(median(values), digits) if values else None

@@ -18,6 +18,7 @@ class Row:
     target: str = ""
     check: Check | None = None
     ratio: bool = True
+    digits: int | None = None  # decimals shown, where the default rounding hides what is judged
 
 
 def _get(data: Any, *path: str | int) -> Any:
@@ -29,13 +30,15 @@ def _get(data: Any, *path: str | int) -> Any:
     return data
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int | None = None) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float) and digits is not None:
+        return f"{value:.{digits}f}"
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
@@ -346,6 +349,17 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
             _get(node, "publish", "ratio_median"),
             "<= 1.05",
             _at_most(1.05),
+            digits=3,
+        ),
+        Row(
+            f"{pub}: first client has it, after Strapi's answer (ms)",
+            _get(side, "publish", "first_after_answer_ms_median"),
+            _get(node, "publish", "first_after_answer_ms_median"),
+        ),
+        Row(
+            f"{pub}: from the first client to the last (ms)",
+            _get(side, "publish", "first_to_last_ms_median"),
+            _get(node, "publish", "first_to_last_ms_median"),
         ),
         Row(
             f"{pub}: every client once",
@@ -454,6 +468,32 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
     return rows
 
 
+def bare_rows(real: dict[str, Any], users: int) -> list[Row]:
+    """Strapi's own webhook delay, measured with a bare receiver in the server's place."""
+    bare = real.get("bare") or {}
+    if not bare or bare.get("error"):
+        return []
+    pub = f"publish to {users:,} users"
+
+    def row(label: str, *path: str, digits: int | None = None) -> Row:
+        return Row(label, _get(bare, *path), "", ratio=False, digits=digits)
+
+    return [
+        row(f"{pub}: Strapi answers POST (ms)", "strapi_answer_ms_median"),
+        row(f"{pub}: entry.create received, after the answer (ms)", "create_after_answer_ms_median"),
+        row(
+            f"{pub}: entry.publish stamped by Strapi, after the answer (ms)",
+            "stamped_after_answer_ms_median",
+        ),
+        row(f"{pub}: entry.publish received, after the answer (ms)", "publish_after_answer_ms_median"),
+        row(f"{pub}: entry.publish received, after the answer, worst (ms)", "publish_after_answer_ms_max"),
+        row(f"{pub}: entry.publish received / Strapi answer (the floor)", "floor_ratio_median", digits=3),
+        row(f"{pub}: the floor, worst publication", "floor_ratio_max", digits=3),
+        row(f"{pub}: publications whose floor alone is over 1.05", "floor_over_105"),
+        row(f"{pub}: publications whose webhook Strapi lost", "webhooks_lost"),
+    ]
+
+
 def _busy(storm: Any) -> Any:
     if not isinstance(storm, dict):
         return None
@@ -546,10 +586,15 @@ def _section(
         "-" * (width + 57),
     ]
     for row in rows:
-        shown = Row(row.label, row.node, row.sidecar, row.target, row.check, row.ratio) if inverse else row
+        shown = (
+            Row(row.label, row.node, row.sidecar, row.target, row.check, row.ratio, row.digits)
+            if inverse
+            else row
+        )
         verdict = _verdict(shown) if not inverse else _verdict_second(row)
+        first, second = _fmt(row.sidecar, row.digits), _fmt(row.node, row.digits)
         lines.append(
-            f"{row.label:{width}}  {_fmt(row.sidecar):>11}  {_fmt(row.node):>11}  {_ratio(shown):>6}  "
+            f"{row.label:{width}}  {first:>11}  {second:>11}  {_ratio(shown):>6}  "
             f"{row.target:<15} {verdict:4}".rstrip()
         )
     return lines
@@ -622,6 +667,15 @@ def render_table(results: dict[str, Any]) -> str:
             "Real Strapi 5 (strapi-fixtures): Strapi's own webhooks, default sidecar settings",
             real_rows(real, options.get("real_users", 0)),
         )
+        lines += _section(
+            "Strapi's own webhook delay: a bare receiver in the server's place, no clients (the floor of"
+            " any webhook-driven server)",
+            bare_rows(real, options.get("real_users", 0)),
+            columns=("receiver", ""),
+            ratio_header="",
+        )
+        if (real.get("bare") or {}).get("error"):
+            lines.append(f"(the bare receiver's publications failed: {real['bare']['error']})")
         users = real.get("users") or {}
         if users:
             lines.append(
