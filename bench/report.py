@@ -37,11 +37,11 @@ def _fmt(value: Any, digits: int | None = None) -> str:
         return "yes" if value else "NO"
     if isinstance(value, int):
         return f"{value:,}"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
     if isinstance(value, float) and digits is not None:
         return f"{value:.{digits}f}"
     if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
         if abs(value) >= 100:
             return f"{value:,.0f}"
         if abs(value) >= 10:
@@ -490,7 +490,9 @@ def bare_rows(real: dict[str, Any], users: int) -> list[Row]:
         row(f"{pub}: entry.publish received / Strapi answer (the floor)", "floor_ratio_median", digits=3),
         row(f"{pub}: the floor, worst publication", "floor_ratio_max", digits=3),
         row(f"{pub}: publications whose floor alone is over 1.05", "floor_over_105"),
-        row(f"{pub}: publications whose webhook Strapi lost", "webhooks_lost"),
+        row(f"{pub}: publications whose entry.publish did not come in 15 s", "webhooks_lost"),
+        Row(f"{pub}: deliveries refused (wrong webhook secret)", _get(bare, "refused"), "", "0", _at_most(0)),
+        row(f"{pub}: publications whose POST failed", "failed"),
     ]
 
 
@@ -668,8 +670,8 @@ def render_table(results: dict[str, Any]) -> str:
             real_rows(real, options.get("real_users", 0)),
         )
         lines += _section(
-            "Strapi's own webhook delay: a bare receiver in the server's place, no clients (the floor of"
-            " any webhook-driven server)",
+            "Strapi's own webhook delay: a bare receiver in the server's place after both, no clients"
+            " (the floor of a webhook-driven server, Strapi otherwise idle)",
             bare_rows(real, options.get("real_users", 0)),
             columns=("receiver", ""),
             ratio_header="",
