@@ -489,7 +489,7 @@ def bare_rows(real: dict[str, Any], users: int) -> list[Row]:
         row(f"{pub}: entry.publish received, after the answer, worst (ms)", "publish_after_answer_ms_max"),
         row(f"{pub}: entry.publish received / Strapi answer (the floor)", "floor_ratio_median", digits=3),
         row(f"{pub}: the floor, worst publication", "floor_ratio_max", digits=3),
-        row(f"{pub}: publications whose floor alone is over 1.05", "floor_over_105"),
+        row(f"{pub}: publications whose floor alone is over 1.05", "floor_over_target"),
         row(f"{pub}: publications whose entry.publish did not come in 15 s", "webhooks_lost"),
         Row(f"{pub}: deliveries refused (wrong webhook secret)", _get(bare, "refused"), "", "0", _at_most(0)),
         row(f"{pub}: publications whose POST failed", "failed"),
