@@ -409,7 +409,7 @@ class RealBench:
             # medians over the publications whose webhook Strapi delivered
             "strapi_answer_ms_median": median([p["strapi_answer_ms"] for p in delivered]),
             "last_client_ms_median": median([p["last_ms"] or 0 for p in delivered]),
-            "ratio_median": round(median(ratios), 3) if ratios else None,
+            "ratio_median": _median_of(ratios, 3),
             # where a publication's time after Strapi's answer goes: until the first client has
             # it (Strapi's webhook delay, then the server's start), then to the last client
             "first_after_answer_ms_median": _median_of(

@@ -33,7 +33,6 @@ REFUSED = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"
 @dataclass(frozen=True)
 class Delivery:
     event: str
-    uid: str
     document_id: str | None
     stamped_ms: float | None  # Strapi's `createdAt`, when it started the delivery
     received_ms: float  # when its body was complete here
@@ -135,7 +134,6 @@ def _delivery(body: bytes, received: float) -> Delivery:
     stamped = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000 if stamp else None
     return Delivery(
         event=str(data.get("event")),
-        uid=str(data.get("uid")),
         document_id=entry.get("documentId"),
         stamped_ms=stamped,
         received_ms=received,
