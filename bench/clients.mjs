@@ -21,6 +21,10 @@
 //        the first `count` connected clients emit `event` {notificationId} at once, with an ack
 //   {cmd: "disconnect"}                                        -> {type: "disconnect", closed}
 //   {cmd: "status"}                                            -> {type: "status", connected, dropped}
+//   {cmd: "collect"}                                           -> {type: "collect", ms, exposed}
+//        a minor garbage collection now (node --expose-gc: the young generation emptied), so that
+//        the publication that follows is not received in the middle of one of this process's
+//        collections
 //   {cmd: "exit"}
 // Times are wall-clock milliseconds (performance.timeOrigin + performance.now()), comparable with
 // the orchestrator's time.time() * 1000 on the same machine.
@@ -252,6 +256,13 @@ function disconnectAll() {
   return { closed };
 }
 
+function collect() {
+  if (typeof globalThis.gc !== "function") return { ms: 0, exposed: false };
+  const start = performance.now();
+  globalThis.gc({ type: "minor" });
+  return { ms: performance.now() - start, exposed: true };
+}
+
 async function run(command) {
   switch (command.cmd) {
     case "setup":
@@ -272,6 +283,8 @@ async function run(command) {
       return disconnectAll();
     case "status":
       return { connected: clients.filter((client) => client.connected).length, dropped };
+    case "collect":
+      return collect();
     case "exit":
       disconnectAll();
       setTimeout(() => process.exit(0), 50);

@@ -416,6 +416,8 @@ class FakeBench:
             "deliveries_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,
             "cpu_ms_per_publication": round(1000 * median([r["cpu_with_after_s"] for r in measured]), 1),
             "cpu_after_last_s": AFTER_LAST_S,
+            # the harness's own pauses in the rounds (0 while `Fleet.collect` does its job)
+            "client_gc_ms": round(sum(r["client_gc"]["ms"] for r in measured), 1),
             "missing": sum(r["expected"] - r["count"] for r in rounds),
             "duplicates": sum(r["dups"] for r in rounds),
             "rounds_left_out": len(rounds) - len(measured),
@@ -458,6 +460,7 @@ class FakeBench:
         # head-to-head rounds) would find them and announce them to its own clients.
         if any(s.kind == "sidecar" for s in servers):
             await self.add_notification(users, f"bench {label}", (document_id, published_id))
+        collected_ms = await fleet.collect()
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
         sent = now_ms()
         responses = await asyncio.gather(
@@ -503,6 +506,7 @@ class FakeBench:
             "cpu_with_after_s": round(cpu2 - cpu0, 3),
             "sent_at": sent,
             "client_gc": client_gc,
+            "client_collect_before_ms": collected_ms,
             "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
             # receipts stamped before the POST: something else (the reconciler) announced it
             "before_webhook": sum(1 for t in lat if t < 0),

@@ -452,6 +452,7 @@ class RealBench:
         await self.strapi_log.quiesce(quiet=0.5, server=server)
         mark = self.strapi_log.mark()
         server_mark = server.log_mark()
+        await fleet.collect()  # as before a fan-out round (`Fleet.collect`)
         created, sent, answered = await self.post_notification(users, label)
         document_id = str(created["documentId"])
         # A webhook Strapi lost: the sidecar's reconciler still delivers it (within ~30 s), the

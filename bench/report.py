@@ -181,6 +181,12 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 pick(node, "cpu_ms_per_publication"),
             ),
             Row(
+                f"fan-out {size:,}: the clients' own garbage collection in the rounds (ms, summed)",
+                pick(side, "client_gc_ms"),
+                pick(node, "client_gc_ms"),
+                ratio=False,
+            ),
+            Row(
                 f"fan-out {size:,}: every client once",
                 _complete(pick(side)),
                 _complete(pick(node)),
