@@ -29,6 +29,14 @@ class Metrics:
         self.deliveries = Counter(
             "sidecar_deliveries_total", "User rooms addressed by emits, by event", ["event"], registry=r
         )
+        self.emit_seconds = Histogram(
+            "sidecar_emit_seconds",
+            "Time an emit took, by event: encoded once and written (or queued) to every recipient in"
+            " this process; with REDIS_URL, published to Redis",
+            ["event"],
+            buckets=PROBE_BUCKETS,
+            registry=r,
+        )
         self.webhooks = Counter(
             "sidecar_webhooks_total", "Webhook deliveries received, by outcome", ["outcome"], registry=r
         )

@@ -516,7 +516,9 @@ class SocketGateway:
         if not user_ids:
             return
         rooms = self._settings.rooms_for(user_ids)
+        started = time.perf_counter()
         await self._sio.emit(event, payload, to=rooms, ignore_queue=local)
+        self._metrics.emit_seconds.labels(event).observe(time.perf_counter() - started)
         self._metrics.emits.labels(event).inc()
         self._metrics.deliveries.labels(event).inc(len(rooms))
 

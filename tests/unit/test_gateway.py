@@ -635,6 +635,25 @@ async def test_gateway_metrics_count_client_request_outcomes(running: Running) -
     assert re.search(r'^sidecar_emits_total\{event="notification:sync"\} 1\.0$', text, re.MULTILINE)
 
 
+async def test_gateway_metrics_time_each_emit_by_event(running: Running) -> None:
+    inbox_of_three(running.fake)
+    a = await running.connect(USER)
+    other = await running.connect(OTHER_USER)
+    row = running.fake.publish(9, minute=9, users=(USER, OTHER_USER))
+
+    await running.sidecar.gateway.notify([USER, OTHER_USER], wire(row))
+    await eventually(lambda: a.got(UNREAD) and other.got(UNREAD))
+
+    text = (await _metrics(running.url)).text
+    # one notification to both users; their unread counts differ: one emit per count
+    for event, emits in ((NOTIFICATION, 1), (UNREAD, 2)):
+        assert metric(text, "sidecar_emit_seconds_count", event=event) == emits
+        took = metric(text, "sidecar_emit_seconds_sum", event=event)
+        assert took is not None
+        assert 0 < took < 1
+    assert metric(text, "sidecar_deliveries_total", event=NOTIFICATION) == 2
+
+
 async def test_gateway_presence_gauges_follow_connects_and_disconnects(running: Running) -> None:
     async def gauges() -> tuple[float | None, float | None]:
         text = (await _metrics(running.url)).text
