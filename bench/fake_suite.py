@@ -22,6 +22,7 @@ import httpx
 
 from bench.fake_strapi import STAMP, user_document_id
 from bench.procs import (
+    NOTIFICATION_EVENT,
     RESULTS,
     SYNC_EVENT,
     FakeStrapiProcess,
@@ -30,12 +31,13 @@ from bench.procs import (
     Secrets,
     ServerUnderTest,
     cpu_seconds,
+    emit_ms,
     free_port,
     make_server,
     now_ms,
     rss_kib,
 )
-from bench.stats import median, summary
+from bench.stats import median, median_of, summary
 
 log = logging.getLogger("bench")
 
@@ -416,6 +418,7 @@ class FakeBench:
             "deliveries_per_cpu_s": round(delivered / cpu, 1) if cpu > 0 else None,
             "cpu_ms_per_publication": round(1000 * median([r["cpu_with_after_s"] for r in measured]), 1),
             "cpu_after_last_s": AFTER_LAST_S,
+            "server_emit_ms_median": median_of([r["server_emit_ms"] for r in measured], 2),
             # the harness's own pauses in the rounds (0 while `Fleet.collect` does its job)
             "client_gc_ms": round(sum(r["client_gc"]["ms"] for r in measured), 1),
             "missing": sum(r["expected"] - r["count"] for r in rounds),
@@ -460,6 +463,9 @@ class FakeBench:
         # head-to-head rounds) would find them and announce them to its own clients.
         if any(s.kind == "sidecar" for s in servers):
             await self.add_notification(users, f"bench {label}", (document_id, published_id))
+        # the server's own time to write the notification to every client, where it says (one
+        # sidecar process, not scaled out)
+        emits_before = await server.emit_totals(NOTIFICATION_EVENT) if len(servers) == 1 else None
         collected_ms = await fleet.collect()
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
         sent = now_ms()
@@ -477,6 +483,7 @@ class FakeBench:
         # unread counts it changed, sent UNREAD_DELAY later, and its re-read of the notification).
         await asyncio.sleep(max(0.0, (last_at - now_ms()) / 1000 + AFTER_LAST_S))
         cpu2 = sum(cpu_seconds(s.pid) for s in servers)
+        emits_after = await server.emit_totals(NOTIFICATION_EVENT) if emits_before is not None else None
         # the client processes' own garbage collections while the round was being received
         during = [g for proc in got["gc"] for g in proc if sent <= g[0] <= last_at]
         client_gc = {
@@ -507,6 +514,7 @@ class FakeBench:
             "sent_at": sent,
             "client_gc": client_gc,
             "client_collect_before_ms": collected_ms,
+            "server_emit_ms": emit_ms(emits_before, emits_after),
             "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
             # receipts stamped before the POST: something else (the reconciler) announced it
             "before_webhook": sum(1 for t in lat if t < 0),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -34,6 +35,7 @@ CLIENTS_JS = BENCH / "clients.mjs"
 NODE_SERVER_JS = BENCH / "node-baseline" / "server.mjs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SYNC_EVENT = "notification:sync"  # the sidecar's catch-up, sent right after a connect
+NOTIFICATION_EVENT = "notificacion"  # the seed's event, which the clients time
 # Handshakes in flight across a fleet when clients connect at a steady pace (not a storm): paced
 # phases start with this many and adapt (Fleet.connect_paced): a server that handles more at once
 # gets more, one that slows down with more in flight (the sidecar did: 85/s with 4 in flight, 53/s
@@ -259,6 +261,10 @@ class ServerUnderTest(ManagedProcess):
     async def ready(self) -> None:
         await self.wait_http(f"{self.url}/healthz")
 
+    async def emit_totals(self, event: str) -> tuple[float, float] | None:
+        """(seconds, emits) this server has spent emitting `event` so far, where it says."""
+        return None
+
 
 class SidecarServer(ServerUnderTest):
     kind = "sidecar"
@@ -276,6 +282,30 @@ class SidecarServer(ServerUnderTest):
         }
         argv = [sys.executable, "-m", "adapter", "--env-file", os.devnull]
         super().__init__(f"sidecar-{tag}", argv, env, port)
+        self.scaled_out = bool(settings.get("REDIS_URL"))
+
+    async def emit_totals(self, event: str) -> tuple[float, float] | None:
+        """From `sidecar_emit_seconds` on /metrics: the time the sidecar's emits of `event` took
+        to write (or queue) the frame to every recipient. Not for a scaled-out process, whose
+        emit is a publish to Redis."""
+        if self.scaled_out:
+            return None
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"{self.url}/metrics")).text
+        found = {}
+        for name in ("sum", "count"):
+            match = re.search(
+                rf'^sidecar_emit_seconds_{name}{{event="{re.escape(event)}"}} (\S+)$', text, re.M
+            )
+            found[name] = float(match[1]) if match else 0.0
+        return found["sum"], found["count"]
+
+
+def emit_ms(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """The mean time of the emits between two `emit_totals` (ms), None without them."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(1000 * (after[0] - before[0]) / (after[1] - before[1]), 2)
 
 
 class NodeServer(ServerUnderTest):

@@ -29,18 +29,20 @@ import httpx
 from bench.fake_suite import STORM_AFTERMATH_S, STORM_TIMEOUT_MS, guarded, health_probe, responsive, restart
 from bench.procs import (
     LOGS,
+    NOTIFICATION_EVENT,
     ROOT,
     SYNC_EVENT,
     Fleet,
     Secrets,
     ServerUnderTest,
+    emit_ms,
     free_port,
     make_server,
     now_ms,
     sign_tokens,
 )
 from bench.receiver import BareReceiver
-from bench.stats import median, summary
+from bench.stats import median, median_of, summary
 
 log = logging.getLogger("bench")
 
@@ -409,15 +411,17 @@ class RealBench:
             # medians over the publications whose webhook Strapi delivered
             "strapi_answer_ms_median": median([p["strapi_answer_ms"] for p in delivered]),
             "last_client_ms_median": median([p["last_ms"] or 0 for p in delivered]),
-            "ratio_median": _median_of(ratios, 3),
+            "ratio_median": median_of(ratios, 3),
             # where a publication's time after Strapi's answer goes: until the first client has
             # it (Strapi's webhook delay, then the server's start), then to the last client
-            "first_after_answer_ms_median": _median_of(
+            "first_after_answer_ms_median": median_of(
                 [p["first_ms"] - p["strapi_answer_ms"] for p in delivered if p["first_ms"] is not None]
             ),
-            "first_to_last_ms_median": _median_of(
+            "first_to_last_ms_median": median_of(
                 [p["last_ms"] - p["first_ms"] for p in delivered if p["first_ms"] is not None]
             ),
+            # of which the server's own writing (the sidecar says; the rest is the clients')
+            "server_emit_ms_median": median_of([p.get("server_emit_ms") for p in delivered]),
             "missing": sum(p["expected"] - p["count"] for p in delivered),
             "duplicates": sum(p["dups"] for p in publications),
         }
@@ -452,6 +456,7 @@ class RealBench:
         await self.strapi_log.quiesce(quiet=0.5, server=server)
         mark = self.strapi_log.mark()
         server_mark = server.log_mark()
+        emits_before = await server.emit_totals(NOTIFICATION_EVENT)
         await fleet.collect()  # as before a fan-out round (`Fleet.collect`)
         created, sent, answered = await self.post_notification(users, label)
         document_id = str(created["documentId"])
@@ -460,6 +465,7 @@ class RealBench:
         got = await fleet.await_key(document_id, timeout_ms=60_000 if server.kind == "sidecar" else 15_000)
         lat = [t - sent for t in got["times"]]
         await self.strapi_log.quiesce(quiet=0.5, server=server)
+        emits_after = await server.emit_totals(NOTIFICATION_EVENT)
         requests = await self.strapi_log.since(mark, settle=0)
         requests["POST /api/notifications"] -= 1  # our own publication
         requests += Counter()  # drop zero counts
@@ -478,6 +484,7 @@ class RealBench:
             "sent_at": sent,
             "latency_ms": summary(lat),
             "ratio": round(last / answer_ms, 3) if last is not None else None,
+            "server_emit_ms": emit_ms(emits_before, emits_after),
             "server_strapi_requests": dict(requests),
             # Strapi drops a webhook now and then (see bench/README.md): the sidecar's reconciler
             # finds the notification later; the Node baseline never hears of it.
@@ -516,12 +523,12 @@ class RealBench:
             "failed": len(rounds) - len(done),  # the POST itself failed: nothing to time
             "webhooks_lost": len(done) - len(arrived),
             "refused": receiver.refused,  # deliveries without the webhook secret (401)
-            "strapi_answer_ms_median": _median_of(timed("strapi_answer_ms")),
-            "publish_after_answer_ms_median": _median_of(timed("publish_after_answer_ms")),
+            "strapi_answer_ms_median": median_of(timed("strapi_answer_ms")),
+            "publish_after_answer_ms_median": median_of(timed("publish_after_answer_ms")),
             "publish_after_answer_ms_max": max(timed("publish_after_answer_ms"), default=None),
-            "create_after_answer_ms_median": _median_of(timed("create_after_answer_ms")),
-            "stamped_after_answer_ms_median": _median_of(timed("stamped_after_answer_ms")),
-            "floor_ratio_median": _median_of(timed("floor_ratio"), 3),
+            "create_after_answer_ms_median": median_of(timed("create_after_answer_ms")),
+            "stamped_after_answer_ms_median": median_of(timed("stamped_after_answer_ms")),
+            "floor_ratio_median": median_of(timed("floor_ratio"), 3),
             "floor_ratio_max": max(timed("floor_ratio"), default=None),
             "floor_over_target": sum(ratio > PUBLICATION_TARGET for ratio in timed("floor_ratio")),
         }
@@ -673,7 +680,3 @@ class RealBench:
             out["burst"]["exact"],
         )
         return out
-
-
-def _median_of(values: list[float], digits: int = 1) -> float | None:
-    return round(median(values), digits) if values else None

@@ -181,6 +181,12 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 pick(node, "cpu_ms_per_publication"),
             ),
             Row(
+                f"fan-out {size:,}: the server's own emit to every client (ms; the sidecar's metrics)",
+                pick(side, "server_emit_ms_median"),
+                pick(node, "server_emit_ms_median"),
+                ratio=False,
+            ),
+            Row(
                 f"fan-out {size:,}: the clients' own garbage collection in the rounds (ms, summed)",
                 pick(side, "client_gc_ms"),
                 pick(node, "client_gc_ms"),
@@ -366,6 +372,12 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
             f"{pub}: from the first client to the last (ms)",
             _get(side, "publish", "first_to_last_ms_median"),
             _get(node, "publish", "first_to_last_ms_median"),
+        ),
+        Row(
+            f"{pub}: the server's own emit to every client (ms; the sidecar's metrics)",
+            _get(side, "publish", "server_emit_ms_median"),
+            _get(node, "publish", "server_emit_ms_median"),
+            ratio=False,
         ),
         Row(
             f"{pub}: every client once",

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from statistics import median
 
-__all__ = ["median", "percentile", "summary"]
+__all__ = ["median", "median_of", "percentile", "summary"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -17,6 +17,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q / 100
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def median_of(values: Sequence[float | None], digits: int = 1) -> float | None:
+    """The median of the values that are there (None left out), rounded; None if none is."""
+    present = [value for value in values if value is not None]
+    return round(median(present), digits) if present else None
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
