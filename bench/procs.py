@@ -635,8 +635,8 @@ class Fleet:
 
         Run before each measured publication: the clients' own collector then does not pause a
         process in the middle of one round's receipts and not another's, whichever server's round
-        it falls on. A full collection instead made every round slower (both servers' by 30-50 ms:
-        the heap it shrinks is grown again during the round), so only the young generation."""
+        it falls on. A full collection instead made every round slower (both servers' by 30-50 ms;
+        likely the heap it shrinks growing again during the round), so only the young generation."""
         answers = await self.each("collect", within=60)
         if not all(answer.get("exposed") for answer in answers):
             raise RuntimeError("client processes were started without --expose-gc")
