@@ -344,39 +344,22 @@ def read_rows(fake: dict[str, Any], reads: int) -> list[Row]:
 def real_rows(real: dict[str, Any], users: int) -> list[Row]:
     side, node = real.get("sidecar", {}), real.get("node", {})
     pub = f"publish to {users:,} users"
+
+    def published(label: str, key: str, *check: Any, **options: Any) -> Row:
+        """A row of one figure of both servers' publications (`publish.<key>`)."""
+        return Row(
+            f"{pub}: {label}", _get(side, "publish", key), _get(node, "publish", key), *check, **options
+        )
+
     rows = [
-        Row(
-            f"{pub}: Strapi answers POST (ms)",
-            _get(side, "publish", "strapi_answer_ms_median"),
-            _get(node, "publish", "strapi_answer_ms_median"),
-        ),
-        Row(
-            f"{pub}: last client has it (ms)",
-            _get(side, "publish", "last_client_ms_median"),
-            _get(node, "publish", "last_client_ms_median"),
-        ),
-        Row(
-            f"{pub}: last client / Strapi answer",
-            _get(side, "publish", "ratio_median"),
-            _get(node, "publish", "ratio_median"),
-            "<= 1.05",
-            _at_most(1.05),
-            digits=3,
-        ),
-        Row(
-            f"{pub}: first client has it, after Strapi's answer (ms)",
-            _get(side, "publish", "first_after_answer_ms_median"),
-            _get(node, "publish", "first_after_answer_ms_median"),
-        ),
-        Row(
-            f"{pub}: from the first client to the last (ms)",
-            _get(side, "publish", "first_to_last_ms_median"),
-            _get(node, "publish", "first_to_last_ms_median"),
-        ),
-        Row(
-            f"{pub}: the server's own emit to every client (ms; the sidecar's metrics)",
-            _get(side, "publish", "server_emit_ms_median"),
-            _get(node, "publish", "server_emit_ms_median"),
+        published("Strapi answers POST (ms)", "strapi_answer_ms_median"),
+        published("last client has it (ms)", "last_client_ms_median"),
+        published("last client / Strapi answer", "ratio_median", "<= 1.05", _at_most(1.05), digits=3),
+        published("first client has it, after Strapi's answer (ms)", "first_after_answer_ms_median"),
+        published("from the first client to the last (ms)", "first_to_last_ms_median"),
+        published(
+            "the server's own emit to every client (ms; the sidecar's metrics)",
+            "server_emit_ms_median",
             ratio=False,
         ),
         Row(
@@ -436,12 +419,7 @@ def real_rows(real: dict[str, Any], users: int) -> list[Row]:
             _get(side, "paced_connect", "per_second"),
             _get(node, "paced_connect", "per_second"),
         ),
-        Row(
-            f"{pub}: publications whose webhook Strapi lost",
-            _get(side, "publish", "webhooks_lost"),
-            _get(node, "publish", "webhooks_lost"),
-            ratio=False,
-        ),
+        published("publications whose webhook Strapi lost", "webhooks_lost", ratio=False),
     ]
     reads_ = _get(side, "reads")
     if reads_:
