@@ -847,6 +847,12 @@ class FakeBench:
         if not self.o.profile or server.kind != "sidecar":
             return None
         py_spy = Path(sys.executable).with_name("py-spy")
+        if not py_spy.exists():
+            log.error(
+                "--profile needs py-spy beside %s (`make install` puts it there); not profiled",
+                sys.executable,
+            )
+            return None
         output = RESULTS / f"profile-{server.kind}-{name}.svg"
         argv = [str(py_spy), "record", "--pid", str(server.pid), "--output", str(output), "--rate", "250"]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
