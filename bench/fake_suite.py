@@ -42,7 +42,7 @@ from bench.stats import median, median_of, summary
 log = logging.getLogger("bench")
 
 NOTIFICATION_UID = "api::notification.notification"
-READ_EVENT = "notification:read"
+READ_TIMEOUT_MS = 120_000  # a reader waits this long for its ack
 STORM_TIMEOUT_MS = 20_000  # a handshake not answered by then counts as failed (target: 10 s)
 STORM_AFTERMATH_S = 15.0  # after a storm with failures, how long to wait for the server to settle
 WARMUP_USERS = 20
@@ -608,42 +608,6 @@ class FakeBench:
                 await fleet.disconnect()
             await fleet.close()
 
-    async def read(self, fleet: Fleet, notification_id: str, count: int) -> dict[str, Any]:
-        """The first `count` clients of the fleet read at once; their acks, summed."""
-        shares = []
-        left = count
-        for proc in fleet.procs:
-            shares.append(min(left, len(proc.users)))
-            left -= shares[-1]
-        sent = now_ms()
-        answers = await asyncio.gather(
-            *(
-                proc.call(
-                    "read",
-                    event=READ_EVENT,
-                    notificationId=notification_id,
-                    count=share,
-                    timeoutMs=120_000,
-                    within=180,
-                )
-                for proc, share in zip(fleet.procs, shares, strict=True)
-                if share
-            )
-        )
-        acks: dict[str, int] = {}
-        for answer in answers:
-            for label, n in answer["acks"].items():
-                acks[label] = acks.get(label, 0) + n
-        ends = [a["end"] for a in answers]
-        return {
-            "sent": sent,
-            "all_acks_ms": round(max(ends) - sent, 2),
-            "ack_ms": summary([t - sent for a in answers for t in a["times"]]),
-            "acks": acks,
-            "readers": sorted(uid for a in answers for uid in a["readers"]),
-            "document_ids": sorted({d for a in answers for d in a["documentIds"]}),
-        }
-
     async def reads_of(self, document_id: str) -> dict[str, Any]:
         return dict(
             (await self.http.get(f"{self.fake_url}/__reads", params={"notification": document_id})).json()
@@ -656,11 +620,11 @@ class FakeBench:
         document_id, published_id = await self.add_notification(users, "single read")
         await self.quiesce()
         await self.reset_stats()
-        first = await self.read(fleet, str(published_id), 1)
+        first = await fleet.read(str(published_id), 1, timeout_ms=READ_TIMEOUT_MS)
         await self.quiesce()
         first_requests = await self.stats()
         await self.reset_stats()
-        again = await self.read(fleet, str(published_id), 1)
+        again = await fleet.read(str(published_id), 1, timeout_ms=READ_TIMEOUT_MS)
         await self.quiesce()
         again_requests = await self.stats()
         state = await self.reads_of(document_id)
@@ -680,7 +644,7 @@ class FakeBench:
         document_id, published_id = await self.add_notification(users, "read storm")
         before = await self.reads_of(document_id)
         await self.reset_stats()
-        burst = await self.read(fleet, str(published_id), count)
+        burst = await fleet.read(str(published_id), count, timeout_ms=READ_TIMEOUT_MS)
         await self.quiesce()
         requests = await self.stats()
         state = await self.reads_of(document_id)

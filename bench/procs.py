@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import jwt
 
+from bench.stats import summary
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
@@ -36,6 +38,7 @@ NODE_SERVER_JS = BENCH / "node-baseline" / "server.mjs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SYNC_EVENT = "notification:sync"  # the sidecar's catch-up, sent right after a connect
 NOTIFICATION_EVENT = "notificacion"  # the seed's event, which the clients time
+READ_EVENT = "notification:read"  # a client marks a notification read (acknowledged)
 # Handshakes in flight across a fleet when clients connect at a steady pace (not a storm): paced
 # phases start with this many and adapt (Fleet.connect_paced): a server that handles more at once
 # gets more, one that slows down with more in flight (the sidecar did: 85/s with 4 in flight, 53/s
@@ -619,6 +622,42 @@ class Fleet:
             "count": sum(a["count"] for a in answers),
             "expected": sum(a["expected"] for a in answers),
             "times": [t for a in answers for t in a["times"]],
+        }
+
+    async def read(self, notification_id: str, count: int, timeout_ms: int) -> dict[str, Any]:
+        """The first `count` clients of the fleet (in process order) mark `notification_id` read
+        at once; their acks summed by outcome, the readers, and the documentIds the acks name."""
+        shares = []
+        left = count
+        for proc in self.procs:
+            shares.append(min(left, len(proc.users)))
+            left -= shares[-1]
+        sent = now_ms()
+        answers = await asyncio.gather(
+            *(
+                proc.call(
+                    "read",
+                    event=READ_EVENT,
+                    notificationId=notification_id,
+                    count=share,
+                    timeoutMs=timeout_ms,
+                    within=timeout_ms / 1000 + 60,
+                )
+                for proc, share in zip(self.procs, shares, strict=True)
+                if share
+            )
+        )
+        acks: dict[str, int] = {}
+        for answer in answers:
+            for label, n in answer["acks"].items():
+                acks[label] = acks.get(label, 0) + n
+        return {
+            "sent": sent,
+            "all_acks_ms": round(max(a["end"] for a in answers) - sent, 2),
+            "ack_ms": summary([t - sent for a in answers for t in a["times"]]),
+            "acks": acks,
+            "readers": sorted(uid for a in answers for uid in a["readers"]),
+            "document_ids": sorted({d for a in answers for d in a["documentIds"]}),
         }
 
     async def status(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from bench.stats import median, median_of, summary
 
 log = logging.getLogger("bench")
 
-READ_EVENT = "notification:read"
+READ_TIMEOUT_MS = 150_000  # a reader waits this long for its ack
 PUBLICATION_TARGET = 1.05  # last client / Strapi answer (the target)
 REST_SAMPLE_USERS = 20
 REST_SAMPLE_CONCURRENCY = 4
@@ -573,39 +573,6 @@ class RealBench:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def read(self, fleet: Fleet, notification_id: str, count: int) -> dict[str, Any]:
-        shares = []
-        left = count
-        for proc in fleet.procs:
-            shares.append(min(left, len(proc.users)))
-            left -= shares[-1]
-        sent = now_ms()
-        answers = await asyncio.gather(
-            *(
-                proc.call(
-                    "read",
-                    event=READ_EVENT,
-                    notificationId=notification_id,
-                    count=share,
-                    timeoutMs=150_000,
-                    within=200,
-                )
-                for proc, share in zip(fleet.procs, shares, strict=True)
-                if share
-            )
-        )
-        acks: dict[str, int] = {}
-        for answer in answers:
-            for label, n in answer["acks"].items():
-                acks[label] = acks.get(label, 0) + n
-        return {
-            "all_acks_ms": round(max(a["end"] for a in answers) - sent, 1),
-            "ack_ms": summary([t - sent for a in answers for t in a["times"]]),
-            "acks": acks,
-            "readers": sorted(uid for a in answers for uid in a["readers"]),
-            "document_ids": sorted({d for a in answers for d in a["documentIds"]}),
-        }
-
     async def readers_of(self, document_id: str) -> list[list[int]]:
         response = await self.api().get(
             "/api/read-notifications",
@@ -625,11 +592,11 @@ class RealBench:
         single_target = publications[0]
         await self.strapi_log.quiesce(quiet=0.5, server=server)
         mark = self.strapi_log.mark()
-        first = await self.read(fleet, str(single_target["published_id"]), 1)
+        first = await fleet.read(str(single_target["published_id"]), 1, timeout_ms=READ_TIMEOUT_MS)
         await self.strapi_log.quiesce(quiet=0.5, server=server)
         first_requests = await self.strapi_log.since(mark, settle=0)
         mark = self.strapi_log.mark()
-        again = await self.read(fleet, str(single_target["published_id"]), 1)
+        again = await fleet.read(str(single_target["published_id"]), 1, timeout_ms=READ_TIMEOUT_MS)
         await self.strapi_log.quiesce(quiet=0.5, server=server)
         again_requests = await self.strapi_log.since(mark, settle=0)
         state = await self.readers_of(single_target["document_id"])
@@ -647,7 +614,7 @@ class RealBench:
         target = publications[-1]
         count = min(self.o.reads, fleet.size)
         mark = self.strapi_log.mark()
-        burst = await self.read(fleet, str(target["published_id"]), count)
+        burst = await fleet.read(str(target["published_id"]), count, timeout_ms=READ_TIMEOUT_MS)
         busy = await self.strapi_log.quiesce(quiet=2.0, server=server)
         requests = await self.strapi_log.since(mark, settle=0)
         state = await self.readers_of(target["document_id"])
