@@ -12,17 +12,23 @@ one that fell due meanwhile runs right after, when no delivery is waiting on it.
 A hold is counted (holds overlap: a webhook parsed while another publication is delivered), and
 never lasts more than `MAX_HOLD_SECONDS`: a delivery stuck on Redis must not switch the collector
 off for good.
+
+`pauses` times every collection of the process (`gc.callbacks`), by generation, for the
+`sidecar_gc_pause_seconds` metric: what the event loop lost to the collector, and when.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["MAX_HOLD_SECONDS", "CollectorHold", "collector"]
+__all__ = ["MAX_HOLD_SECONDS", "PAUSE_BUCKETS", "CollectorHold", "PauseLog", "collector", "pauses"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,4 +90,50 @@ class CollectorHold:
             self._resume()
 
 
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class PauseLog:
+    """How long each collection stopped the process, by generation: per-bucket counts (a
+    collection counts in the first bucket it fits, `buckets[i]` seconds or less; over the last:
+    only in the total) and the summed seconds. One `gc.callbacks` hook, installed once."""
+
+    def __init__(self, buckets: Sequence[float] = PAUSE_BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self._started: float | None = None
+        self._installed = False
+        # generation -> [count per bucket..., count over the last], seconds
+        self._counts: dict[int, list[int]] = {}
+        self._seconds: dict[int, float] = {}
+
+    def install(self) -> None:
+        if not self._installed:
+            self._installed = True
+            gc.callbacks.append(self._on_collection)
+
+    def snapshot(self) -> dict[int, tuple[list[int], float]]:
+        """generation -> (cumulative counts, one per bucket then the total), seconds."""
+        out = {}
+        for generation, counts in sorted(self._counts.items()):
+            cumulative, running = [], 0
+            for count in counts:
+                running += count
+                cumulative.append(running)
+            out[generation] = cumulative, self._seconds[generation]
+        return out
+
+    def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if self._started is None:  # installed during a collection
+            return
+        seconds, self._started = time.perf_counter() - self._started, None
+        generation = int(info.get("generation", 0))
+        counts = self._counts.setdefault(generation, [0] * (len(self.buckets) + 1))
+        counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self._seconds[generation] = self._seconds.get(generation, 0.0) + seconds
+
+
 collector = CollectorHold()
+pauses = PauseLog()

@@ -5,8 +5,14 @@ Each app gets its own registry, so several apps (tests, workers) never share cou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from adapter.collector import pauses
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -97,6 +103,9 @@ class Metrics:
             registry=r,
         )
 
+        pauses.install()
+        r.register(_GcPauses())
+
     def observe_strapi(self, method: str, status: int | None, seconds: float) -> None:
         self.strapi_requests.labels(method, str(status) if status is not None else "error").inc()
         self.strapi_seconds.labels(method).observe(seconds)
@@ -108,3 +117,18 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _GcPauses(Collector):
+    """`sidecar_gc_pause_seconds`: the process's collections (adapter/collector.py `pauses`)."""
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "sidecar_gc_pause_seconds",
+            "Time the cyclic garbage collector stopped the process, by generation",
+            labels=["generation"],
+        )
+        bounds = [str(bound) for bound in pauses.buckets] + ["+Inf"]
+        for generation, (cumulative, seconds) in pauses.snapshot().items():
+            family.add_metric([str(generation)], list(zip(bounds, cumulative, strict=True)), seconds)
+        yield family

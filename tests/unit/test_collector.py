@@ -15,7 +15,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from adapter.collector import CollectorHold, collector
+from adapter.collector import CollectorHold, PauseLog, collector, pauses
+from adapter.metrics import Metrics
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.unit.test_dispatch import FakeLifecycle, make_dispatcher, sample
 from webhooks.receiver import WebhookReceiver
@@ -100,3 +101,51 @@ async def test_no_collection_runs_from_a_publish_webhook_until_its_announcement_
     finally:
         gc.callbacks.remove(noted)
     assert states == [False, True]
+
+
+def test_each_collection_lands_in_the_first_bucket_it_fits_by_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = iter([0.0, 0.004, 1.0, 1.05, 2.0, 2.004, 3.0, 5.0])
+    monkeypatch.setattr("adapter.collector.time.perf_counter", lambda: next(clock))
+    log = PauseLog(buckets=(0.005, 0.1))
+    for generation in (0, 1, 0, 2):
+        log._on_collection("start", {"generation": generation})
+        log._on_collection("stop", {"generation": generation})
+    snapshot = log.snapshot()
+    assert snapshot[0][0] == [2, 2, 2]  # 4 ms twice: both within the first bucket
+    assert snapshot[0][1] == pytest.approx(0.008)
+    assert snapshot[1][0] == [0, 1, 1]  # 50 ms
+    assert snapshot[2][0] == [0, 0, 1]  # 2 s: over the last bucket, in the total only
+    assert snapshot[2][1] == pytest.approx(2.0)
+
+
+def test_the_metric_times_the_process_s_real_collections() -> None:
+    metrics = Metrics()
+    Metrics()  # another app in the same process
+
+    def samples() -> dict[str, float]:
+        text = metrics.render().decode()
+        return {
+            sample: float(value)
+            for sample, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if sample.startswith("sidecar_gc_pause_seconds")
+        }
+
+    before = samples()
+    gc.collect(0)
+    gc.collect(0)
+    gc.collect(2)
+    after = samples()
+
+    def grew(sample: str) -> float:
+        return after.get(sample, 0.0) - before.get(sample, 0.0)
+
+    assert grew('sidecar_gc_pause_seconds_count{generation="0"}') >= 2
+    assert grew('sidecar_gc_pause_seconds_count{generation="2"}') >= 1
+    assert grew('sidecar_gc_pause_seconds_sum{generation="2"}') > 0  # a full collection takes time
+    assert (
+        after['sidecar_gc_pause_seconds_bucket{generation="2",le="+Inf"}']
+        == (after['sidecar_gc_pause_seconds_count{generation="2"}'])
+    )
+    assert gc.callbacks.count(pauses._on_collection) == 1  # one hook, however many apps
