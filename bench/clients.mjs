@@ -25,6 +25,8 @@
 //        a minor garbage collection now (node --expose-gc: the young generation emptied), so that
 //        the publication that follows is not received in the middle of one of this process's
 //        collections
+//   {cmd: "gcs"}                                               -> {type: "gcs", gc}
+//        this process's collections since the last await or gcs, [start, ms, kind] each
 //   {cmd: "exit"}
 // Times are wall-clock milliseconds (performance.timeOrigin + performance.now()), comparable with
 // the orchestrator's time.time() * 1000 on the same machine.
@@ -42,7 +44,7 @@ const received = new Map(); // key -> {times: [], dups}
 const waiters = new Set(); // {key, expect, resolve}
 const dropped = {}; // unexpected disconnect reason -> count
 const eventWaiters = new Set(); // {check}
-let gcs = []; // [start (wall ms), duration ms, kind] of this process's collections since the last await
+let gcs = []; // [start (wall ms), duration ms, kind] of this process's collections since the last await or gcs
 new PerformanceObserver((list) => {
   for (const e of list.getEntries()) gcs.push([performance.timeOrigin + e.startTime, e.duration, e.detail?.kind ?? e.kind]);
 }).observe({ entryTypes: ["gc"] });
@@ -285,6 +287,11 @@ async function run(command) {
       return { connected: clients.filter((client) => client.connected).length, dropped };
     case "collect":
       return collect();
+    case "gcs": {
+      const gc = gcs;
+      gcs = [];
+      return { gc };
+    }
     case "exit":
       disconnectAll();
       setTimeout(() => process.exit(0), 50);

@@ -13,7 +13,7 @@ import logging
 import secrets
 import subprocess
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from bench.procs import (
     cpu_seconds,
     emit_ms,
     free_port,
+    gc_ms,
     make_server,
     now_ms,
     rss_kib,
@@ -261,7 +262,10 @@ class FakeBench:
                     for kind, (server, _, fleet, _) in order:
                         self.server = server
                         label = f"round {index + 1}"
-                        rounds[kind].append(await self.fanout_round([server], fleet, users, label))
+                        others = [f for other, (_, _, f, _) in parked if other != kind]
+                        rounds[kind].append(
+                            await self.fanout_round([server], fleet, users, label, bystanders=others)
+                        )
                         await asyncio.sleep(0.3)
             finally:
                 for profiler in profilers:
@@ -419,8 +423,15 @@ class FakeBench:
             "cpu_ms_per_publication": round(1000 * median([r["cpu_with_after_s"] for r in measured]), 1),
             "cpu_after_last_s": AFTER_LAST_S,
             "server_emit_ms_median": median_of([r["server_emit_ms"] for r in measured], 2),
+            "server_gc_ms": round(sum(r["server_gc_ms"] for r in measured), 1)
+            if all(r.get("server_gc_ms") is not None for r in measured)
+            else None,
             # the harness's own pauses in the rounds (0 while `Fleet.collect` does its job)
             "client_gc_ms": round(sum(r["client_gc"]["ms"] for r in measured), 1),
+            # the other server's fleet's, head to head (it shares the cores)
+            "bystander_gc_ms": round(sum(r["bystander_gc"]["ms"] for r in measured), 1)
+            if all(r.get("bystander_gc") for r in measured)
+            else None,
             "missing": sum(r["expected"] - r["count"] for r in rounds),
             "duplicates": sum(r["dups"] for r in rounds),
             "rounds_left_out": len(rounds) - len(measured),
@@ -443,9 +454,13 @@ class FakeBench:
         users: list[int],
         label: str,
         post_to: list[ServerUnderTest] | None = None,
+        bystanders: Sequence[Fleet] = (),
     ) -> dict[str, Any]:
         """One publication: its webhook POSTed to `post_to` (default: servers[0]; several: the
-        same delivery to each at once), every client's receipt awaited, CPU summed over `servers`."""
+        same delivery to each at once), every client's receipt awaited, CPU summed over `servers`.
+
+        `bystanders`: other fleets connected meanwhile (the other server's, head to head): their
+        young generations are emptied before the round too, and their collections in it counted."""
         server = servers[0]
         targets = post_to or [server]
         document_id, published_id = self.next_notification()
@@ -463,10 +478,13 @@ class FakeBench:
         # head-to-head rounds) would find them and announce them to its own clients.
         if any(s.kind == "sidecar" for s in servers):
             await self.add_notification(users, f"bench {label}", (document_id, published_id))
-        # the server's own time to write the notification to every client, where it says (one
-        # sidecar process, not scaled out)
-        emits_before = await server.emit_totals(NOTIFICATION_EVENT) if len(servers) == 1 else None
+        # the server's own time to write the notification to every client, and in its collector,
+        # where it says (one sidecar process, not scaled out)
+        totals_before = await server.metric_totals(NOTIFICATION_EVENT) if len(servers) == 1 else None
         collected_ms = await fleet.collect()
+        for other in bystanders:
+            await other.collect()
+            await other.collections()  # counted from here on
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
         sent = now_ms()
         responses = await asyncio.gather(
@@ -476,6 +494,8 @@ class FakeBench:
         answered = now_ms()
         got = await fleet.await_key(document_id, timeout_ms=30_000)
         cpu1 = sum(cpu_seconds(s.pid) for s in servers)
+        # right after the last client (the scrape's CPU, ~1 ms, is in `cpu_with_after_s`)
+        totals_after = await server.metric_totals(NOTIFICATION_EVENT) if totals_before is not None else None
         lat = [t - sent for t in got["times"]]
         sample = got["sample"] or {}
         last_at = sent + max(lat) if lat else sent
@@ -483,14 +503,13 @@ class FakeBench:
         # unread counts it changed, sent UNREAD_DELAY later, and its re-read of the notification).
         await asyncio.sleep(max(0.0, (last_at - now_ms()) / 1000 + AFTER_LAST_S))
         cpu2 = sum(cpu_seconds(s.pid) for s in servers)
-        emits_after = await server.emit_totals(NOTIFICATION_EVENT) if emits_before is not None else None
         # the client processes' own garbage collections while the round was being received
-        during = [g for proc in got["gc"] for g in proc if sent <= g[0] <= last_at]
-        client_gc = {
-            "ms": round(sum(g[1] for g in during), 1),
-            "major": sum(1 for g in during if g[2] == 4),
-            "longest_ms": round(max((g[1] for g in during), default=0.0), 1),
-        }
+        client_gc = gc_within([g for proc in got["gc"] for g in proc], sent, last_at)
+        bystander_gc = (
+            gc_within([g for other in bystanders for g in await other.collections()], sent, last_at)
+            if bystanders
+            else None
+        )
         if got["count"] < expected:
             log.warning(
                 "%s %s: only %d of %d clients got the notification",
@@ -513,8 +532,10 @@ class FakeBench:
             "cpu_with_after_s": round(cpu2 - cpu0, 3),
             "sent_at": sent,
             "client_gc": client_gc,
+            "bystander_gc": bystander_gc,
             "client_collect_before_ms": collected_ms,
-            "server_emit_ms": emit_ms(emits_before, emits_after),
+            "server_emit_ms": emit_ms(totals_before, totals_after),
+            "server_gc_ms": gc_ms(totals_before, totals_after),
             "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
             # receipts stamped before the POST: something else (the reconciler) announced it
             "before_webhook": sum(1 for t in lat if t < 0),
@@ -839,6 +860,16 @@ def redis_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "?"
     return answer.stdout.strip()
+
+
+def gc_within(collections: list[list[Any]], start: float, end: float) -> dict[str, Any]:
+    """Client processes' collections (`[start, ms, kind]`) that began from `start` to `end`."""
+    during = [g for g in collections if start <= g[0] <= end]
+    return {
+        "ms": round(sum(g[1] for g in during), 1),
+        "major": sum(1 for g in during if g[2] == 4),
+        "longest_ms": round(max((g[1] for g in during), default=0.0), 1),
+    }
 
 
 async def restart(server: ServerUnderTest) -> None:

@@ -48,6 +48,10 @@ CONNECT_MAX_IN_FLIGHT = 128
 CONNECT_BATCH_SECONDS = 2.0  # each paced batch is about this long at the best rate seen so far
 
 
+# (seconds, how many) of what a server says it spent, by what: "emit", "gc" (`metric_totals`)
+Totals = dict[str, tuple[float, float]]
+
+
 def now_ms() -> float:
     """Wall-clock milliseconds, the clock the Node clients stamp receipts with."""
     return time.time() * 1000
@@ -264,8 +268,9 @@ class ServerUnderTest(ManagedProcess):
     async def ready(self) -> None:
         await self.wait_http(f"{self.url}/healthz")
 
-    async def emit_totals(self, event: str) -> tuple[float, float] | None:
-        """(seconds, emits) this server has spent emitting `event` so far, where it says."""
+    async def metric_totals(self, event: str) -> Totals | None:
+        """What this server says it has spent so far, where it says: emitting `event`, and in its
+        garbage collector, (seconds, how many) each."""
         return None
 
 
@@ -287,28 +292,43 @@ class SidecarServer(ServerUnderTest):
         super().__init__(f"sidecar-{tag}", argv, env, port)
         self.scaled_out = bool(settings.get("REDIS_URL"))
 
-    async def emit_totals(self, event: str) -> tuple[float, float] | None:
-        """From `sidecar_emit_seconds` on /metrics: the time the sidecar's emits of `event` took
-        to write (or queue) the frame to every recipient. Not for a scaled-out process, whose
-        emit is a publish to Redis."""
+    async def metric_totals(self, event: str) -> Totals | None:
+        """From /metrics: `sidecar_emit_seconds` of `event` (the time the sidecar's emits took to
+        write or queue the frame to every recipient) and `sidecar_gc_pause_seconds` (every
+        generation's). Not for a scaled-out process, whose emit is a publish to Redis."""
         if self.scaled_out:
             return None
         async with httpx.AsyncClient(timeout=10) as http:
             text = (await http.get(f"{self.url}/metrics")).text
-        found = {}
-        for name in ("sum", "count"):
-            match = re.search(
-                rf'^sidecar_emit_seconds_{name}{{event="{re.escape(event)}"}} (\S+)$', text, re.M
-            )
-            found[name] = float(match[1]) if match else 0.0
-        return found["sum"], found["count"]
+
+        return {
+            "emit": _summed(text, "sidecar_emit_seconds", f'event="{re.escape(event)}"'),
+            "gc": _summed(text, "sidecar_gc_pause_seconds", r'generation="\d+"'),
+        }
 
 
-def emit_ms(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """The mean time of the emits between two `emit_totals` (ms), None without them."""
-    if before is None or after is None or after[1] <= before[1]:
+def _summed(text: str, metric: str, labels: str) -> tuple[float, float]:
+    """A Prometheus histogram's `_sum` and `_count`, added over its samples whose labels match
+    `labels` (a regular expression), in the exposition `text`."""
+    total, count = (
+        sum(float(value) for value in re.findall(rf"^{metric}_{part}\{{{labels}\}} (\S+)$", text, re.M))
+        for part in ("sum", "count")
+    )
+    return total, count
+
+
+def emit_ms(before: Totals | None, after: Totals | None) -> float | None:
+    """The mean time of the emits between two `metric_totals` (ms), None without them."""
+    if before is None or after is None or after["emit"][1] <= before["emit"][1]:
         return None
-    return round(1000 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+    return round(1000 * (after["emit"][0] - before["emit"][0]) / (after["emit"][1] - before["emit"][1]), 2)
+
+
+def gc_ms(before: Totals | None, after: Totals | None) -> float | None:
+    """The server's own collections between two `metric_totals` (ms, summed), None without them."""
+    if before is None or after is None:
+        return None
+    return round(1000 * (after["gc"][0] - before["gc"][0]), 1)
 
 
 class NodeServer(ServerUnderTest):
@@ -680,6 +700,11 @@ class Fleet:
         if not all(answer.get("exposed") for answer in answers):
             raise RuntimeError("client processes were started without --expose-gc")
         return round(max((answer["ms"] for answer in answers), default=0.0), 1)
+
+    async def collections(self) -> list[list[Any]]:
+        """Every client process's garbage collections since the last `await_key` or this call,
+        `[start (wall ms), ms, kind]` each (kind 4: a full one)."""
+        return [each for answer in await self.each("gcs", within=30) for each in answer["gc"]]
 
     async def disconnect(self) -> None:
         await self.each("disconnect", within=60)

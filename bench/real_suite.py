@@ -456,7 +456,7 @@ class RealBench:
         await self.strapi_log.quiesce(quiet=0.5, server=server)
         mark = self.strapi_log.mark()
         server_mark = server.log_mark()
-        emits_before = await server.emit_totals(NOTIFICATION_EVENT)
+        totals_before = await server.metric_totals(NOTIFICATION_EVENT)
         await fleet.collect()  # as before a fan-out round (`Fleet.collect`)
         created, sent, answered = await self.post_notification(users, label)
         document_id = str(created["documentId"])
@@ -465,7 +465,7 @@ class RealBench:
         got = await fleet.await_key(document_id, timeout_ms=60_000 if server.kind == "sidecar" else 15_000)
         lat = [t - sent for t in got["times"]]
         await self.strapi_log.quiesce(quiet=0.5, server=server)
-        emits_after = await server.emit_totals(NOTIFICATION_EVENT)
+        totals_after = await server.metric_totals(NOTIFICATION_EVENT)
         requests = await self.strapi_log.since(mark, settle=0)
         requests["POST /api/notifications"] -= 1  # our own publication
         requests += Counter()  # drop zero counts
@@ -484,7 +484,7 @@ class RealBench:
             "sent_at": sent,
             "latency_ms": summary(lat),
             "ratio": round(last / answer_ms, 3) if last is not None else None,
-            "server_emit_ms": emit_ms(emits_before, emits_after),
+            "server_emit_ms": emit_ms(totals_before, totals_after),
             "server_strapi_requests": dict(requests),
             # Strapi drops a webhook now and then (see bench/README.md): the sidecar's reconciler
             # finds the notification later; the Node baseline never hears of it.

@@ -187,9 +187,22 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 ratio=False,
             ),
             Row(
+                f"fan-out {size:,}: the server's own garbage collection in the rounds"
+                " (ms, summed; the sidecar's metrics)",
+                pick(side, "server_gc_ms"),
+                pick(node, "server_gc_ms"),
+                ratio=False,
+            ),
+            Row(
                 f"fan-out {size:,}: the clients' own garbage collection in the rounds (ms, summed)",
                 pick(side, "client_gc_ms"),
                 pick(node, "client_gc_ms"),
+                ratio=False,
+            ),
+            Row(
+                f"fan-out {size:,}: the other server's clients' garbage collection in them (ms, summed)",
+                pick(side, "bystander_gc_ms"),
+                pick(node, "bystander_gc_ms"),
                 ratio=False,
             ),
             Row(
