@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -652,6 +653,16 @@ async def test_gateway_metrics_time_each_emit_by_event(running: Running) -> None
         assert took is not None
         assert 0 < took < 1
     assert metric(text, "sidecar_deliveries_total", event=NOTIFICATION) == 2
+
+
+async def test_metrics_show_the_collector_s_pauses(running: Running) -> None:
+    before = metric((await _metrics(running.url)).text, "sidecar_gc_pause_seconds_count", generation="2")
+    gc.collect()
+    text = (await _metrics(running.url)).text
+    after = metric(text, "sidecar_gc_pause_seconds_count", generation="2")
+    assert after is not None
+    assert after >= (before or 0) + 1
+    assert (metric(text, "sidecar_gc_pause_seconds_sum", generation="2") or 0) > 0
 
 
 async def test_gateway_presence_gauges_follow_connects_and_disconnects(running: Running) -> None:
