@@ -317,6 +317,15 @@ def _summed(text: str, metric: str, labels: str) -> tuple[float, float]:
     return total, count
 
 
+def added(answers: Iterable[dict[str, Any]], key: str) -> dict[str, int]:
+    """The counts under `key` of every client process's answer, added up by name."""
+    total: dict[str, int] = {}
+    for answer in answers:
+        for name, count in answer[key].items():
+            total[name] = total.get(name, 0) + count
+    return total
+
+
 def emit_ms(before: Totals | None, after: Totals | None) -> float | None:
     """The mean time of the emits between two `metric_totals` (ms), None without them."""
     if before is None or after is None or after["emit"][1] <= before["emit"][1]:
@@ -523,10 +532,7 @@ class Fleet:
                 "errors": {},
                 "lat": [],
             }
-        errors: dict[str, int] = {}
-        for answer in answers:
-            for code, count in answer["errors"].items():
-                errors[code] = errors.get(code, 0) + count
+        errors = added(answers, "errors")
         return {
             "sent": started,
             "start": min(a["start"] for a in answers),
@@ -667,10 +673,7 @@ class Fleet:
                 if share
             )
         )
-        acks: dict[str, int] = {}
-        for answer in answers:
-            for label, n in answer["acks"].items():
-                acks[label] = acks.get(label, 0) + n
+        acks = added(answers, "acks")
         return {
             "sent": sent,
             "all_acks_ms": round(max(a["end"] for a in answers) - sent, 2),
@@ -682,10 +685,7 @@ class Fleet:
 
     async def status(self) -> dict[str, Any]:
         answers = await self.each("status", within=30)
-        dropped: dict[str, int] = {}
-        for answer in answers:
-            for reason, count in answer["dropped"].items():
-                dropped[reason] = dropped.get(reason, 0) + count
+        dropped = added(answers, "dropped")
         return {"connected": sum(a["connected"] for a in answers), "dropped": dropped}
 
     async def collect(self) -> float:
