@@ -80,6 +80,7 @@ def build_sidecar(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
     inbox = Inbox(strapi, settings, known_ids)
     sio = create_socket_server(settings, client_manager=cluster.manager)
     gateway = SocketGateway(sio, settings, authenticator, receipts, inbox, metrics)
+    metrics.count_direct_writes(lambda: int(getattr(sio.manager, "direct_writes", 0)))
     if cluster.manager is not None:
         cluster.manager.on_remote_emit = gateway.emitted_elsewhere
     lifecycle = NotificationLifecycle(

@@ -5,10 +5,10 @@ Each app gets its own registry, so several apps (tests, workers) never share cou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -106,6 +106,13 @@ class Metrics:
         pauses.install()
         r.register(_GcPauses())
 
+    def count_direct_writes(self, written: Callable[[], int]) -> None:
+        """Export `written()` (adapter/fanout.py `FanoutManager.direct_writes`) as
+        `sidecar_deliveries_direct_total`: deliveries written straight to an idle WebSocket; the
+        rest of `sidecar_deliveries_total` went through each socket's writer (busy, slow,
+        polling, or a user not connected here)."""
+        self.registry.register(_DirectWrites(written))
+
     def observe_strapi(self, method: str, status: int | None, seconds: float) -> None:
         self.strapi_requests.labels(method, str(status) if status is not None else "error").inc()
         self.strapi_seconds.labels(method).observe(seconds)
@@ -132,3 +139,15 @@ class _GcPauses(Collector):
         for generation, (cumulative, seconds) in pauses.snapshot().items():
             family.add_metric([str(generation)], list(zip(bounds, cumulative, strict=True)), seconds)
         yield family
+
+
+class _DirectWrites(Collector):
+    def __init__(self, written: Callable[[], int]) -> None:
+        self._written = written
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "sidecar_deliveries_direct",
+            "Deliveries written straight to an idle WebSocket, without its writer task",
+            value=self._written(),
+        )

@@ -655,6 +655,22 @@ async def test_gateway_metrics_time_each_emit_by_event(running: Running) -> None
     assert metric(text, "sidecar_deliveries_total", event=NOTIFICATION) == 2
 
 
+async def test_metrics_count_the_deliveries_written_straight_to_idle_websockets(running: Running) -> None:
+    inbox_of_three(running.fake)
+    a = await running.connect(USER)
+    other = await running.connect(OTHER_USER)
+    await asyncio.sleep(0.3)  # their catch-ups written: both writers idle
+    before = metric((await _metrics(running.url)).text, "sidecar_deliveries_direct_total")
+    row = running.fake.publish(9, minute=9, users=(USER, OTHER_USER))
+    await running.sidecar.gateway.notify([USER, OTHER_USER], wire(row))
+    await eventually(lambda: a.got(NOTIFICATION) and other.got(NOTIFICATION))
+    after = metric((await _metrics(running.url)).text, "sidecar_deliveries_direct_total")
+    assert before is not None
+    assert after is not None
+    assert after >= before + 2  # the notification, to both, without a writer task
+    assert after == running.sidecar.sio.manager.direct_writes
+
+
 async def test_metrics_show_the_collector_s_pauses(running: Running) -> None:
     before = metric((await _metrics(running.url)).text, "sidecar_gc_pause_seconds_count", generation="2")
     gc.collect()
