@@ -31,6 +31,7 @@ from bench.procs import (
     Secrets,
     ServerUnderTest,
     cpu_seconds,
+    direct_writes,
     emit_ms,
     free_port,
     gc_ms,
@@ -426,6 +427,12 @@ class FakeBench:
             "server_gc_ms": round(sum(r["server_gc_ms"] for r in measured), 1)
             if all(r.get("server_gc_ms") is not None for r in measured)
             else None,
+            # of the notification's deliveries, the share written without a writer task (%)
+            "server_direct_pct_min": min(
+                round(100 * r["server_direct_writes"] / r["expected"], 1) for r in measured
+            )
+            if all(r.get("server_direct_writes") is not None and r["expected"] for r in measured)
+            else None,
             # the harness's own pauses in the rounds (0 while `Fleet.collect` does its job)
             "client_gc_ms": round(sum(r["client_gc"]["ms"] for r in measured), 1),
             # the other server's fleet's, head to head (it shares the cores)
@@ -536,6 +543,8 @@ class FakeBench:
             "client_collect_before_ms": collected_ms,
             "server_emit_ms": emit_ms(totals_before, totals_after),
             "server_gc_ms": gc_ms(totals_before, totals_after),
+            # the rest of the deliveries (and the round's other writes) went through a writer task
+            "server_direct_writes": direct_writes(totals_before, totals_after),
             "payload_ok": sample.get("documentId") == document_id and sample.get("id") == published_id,
             # receipts stamped before the POST: something else (the reconciler) announced it
             "before_webhook": sum(1 for t in lat if t < 0),

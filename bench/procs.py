@@ -48,8 +48,9 @@ CONNECT_MAX_IN_FLIGHT = 128
 CONNECT_BATCH_SECONDS = 2.0  # each paced batch is about this long at the best rate seen so far
 
 
-# (seconds, how many) of what a server says it spent, by what: "emit", "gc" (`metric_totals`)
-Totals = dict[str, tuple[float, float]]
+# What a server says of itself so far (`metric_totals`): "emit_s", "emits" (of one event),
+# "gc_s", "gcs" (its collector), "direct" (deliveries written straight to an idle WebSocket)
+Totals = dict[str, float]
 
 
 def now_ms() -> float:
@@ -269,8 +270,7 @@ class ServerUnderTest(ManagedProcess):
         await self.wait_http(f"{self.url}/healthz")
 
     async def metric_totals(self, event: str) -> Totals | None:
-        """What this server says it has spent so far, where it says: emitting `event`, and in its
-        garbage collector, (seconds, how many) each."""
+        """What this server says of itself so far, where it says (see `Totals`)."""
         return None
 
 
@@ -294,16 +294,23 @@ class SidecarServer(ServerUnderTest):
 
     async def metric_totals(self, event: str) -> Totals | None:
         """From /metrics: `sidecar_emit_seconds` of `event` (the time the sidecar's emits took to
-        write or queue the frame to every recipient) and `sidecar_gc_pause_seconds` (every
-        generation's). Not for a scaled-out process, whose emit is a publish to Redis."""
+        write or queue the frame to every recipient), `sidecar_gc_pause_seconds` (every
+        generation's) and `sidecar_deliveries_direct_total`. Not for a scaled-out process, whose
+        emit is a publish to Redis."""
         if self.scaled_out:
             return None
         async with httpx.AsyncClient(timeout=10) as http:
             text = (await http.get(f"{self.url}/metrics")).text
 
+        emit_s, emits = _summed(text, "sidecar_emit_seconds", f'event="{re.escape(event)}"')
+        gc_s, gcs = _summed(text, "sidecar_gc_pause_seconds", r'generation="\d+"')
+        direct = re.search(r"^sidecar_deliveries_direct_total (\S+)$", text, re.M)
         return {
-            "emit": _summed(text, "sidecar_emit_seconds", f'event="{re.escape(event)}"'),
-            "gc": _summed(text, "sidecar_gc_pause_seconds", r'generation="\d+"'),
+            "emit_s": emit_s,
+            "emits": emits,
+            "gc_s": gc_s,
+            "gcs": gcs,
+            "direct": float(direct[1]) if direct else 0.0,
         }
 
 
@@ -328,16 +335,23 @@ def added(answers: Iterable[dict[str, Any]], key: str) -> dict[str, int]:
 
 def emit_ms(before: Totals | None, after: Totals | None) -> float | None:
     """The mean time of the emits between two `metric_totals` (ms), None without them."""
-    if before is None or after is None or after["emit"][1] <= before["emit"][1]:
+    if before is None or after is None or after["emits"] <= before["emits"]:
         return None
-    return round(1000 * (after["emit"][0] - before["emit"][0]) / (after["emit"][1] - before["emit"][1]), 2)
+    return round(1000 * (after["emit_s"] - before["emit_s"]) / (after["emits"] - before["emits"]), 2)
 
 
 def gc_ms(before: Totals | None, after: Totals | None) -> float | None:
     """The server's own collections between two `metric_totals` (ms, summed), None without them."""
     if before is None or after is None:
         return None
-    return round(1000 * (after["gc"][0] - before["gc"][0]), 1)
+    return round(1000 * (after["gc_s"] - before["gc_s"]), 1)
+
+
+def direct_writes(before: Totals | None, after: Totals | None) -> int | None:
+    """Deliveries written straight to an idle WebSocket between two `metric_totals`."""
+    if before is None or after is None:
+        return None
+    return int(after["direct"] - before["direct"])
 
 
 class NodeServer(ServerUnderTest):

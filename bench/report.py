@@ -194,6 +194,13 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 ratio=False,
             ),
             Row(
+                f"fan-out {size:,}: written straight to the socket, fewest in a round"
+                " (%; the sidecar's metrics)",
+                pick(side, "server_direct_pct_min"),
+                pick(node, "server_direct_pct_min"),
+                ratio=False,
+            ),
+            Row(
                 f"fan-out {size:,}: the clients' own garbage collection in the rounds (ms, summed)",
                 pick(side, "client_gc_ms"),
                 pick(node, "client_gc_ms"),
