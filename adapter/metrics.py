@@ -108,9 +108,9 @@ class Metrics:
 
     def count_direct_writes(self, written: Callable[[], int]) -> None:
         """Export `written()` (adapter/fanout.py `FanoutManager.direct_writes`) as
-        `sidecar_deliveries_direct_total`: deliveries written straight to an idle WebSocket; the
-        rest of `sidecar_deliveries_total` went through each socket's writer (busy, slow,
-        polling, or a user not connected here)."""
+        `sidecar_deliveries_direct_total`: frames of every event written straight to an idle
+        WebSocket, one per socket (`sidecar_deliveries_total` counts rooms); the other sockets
+        reached got theirs through their writer task (busy, slow to read, or polling)."""
         self.registry.register(_DirectWrites(written))
 
     def observe_strapi(self, method: str, status: int | None, seconds: float) -> None:
@@ -148,6 +148,6 @@ class _DirectWrites(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily(
             "sidecar_deliveries_direct",
-            "Deliveries written straight to an idle WebSocket, without its writer task",
+            "Frames an emit wrote straight to an idle WebSocket (one per socket), without its writer task",
             value=self._written(),
         )
