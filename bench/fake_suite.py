@@ -436,6 +436,9 @@ class FakeBench:
             # the harness's own pauses in the rounds (0 while `Fleet.collect` does its job)
             "client_gc_ms": round(sum(r["client_gc"]["ms"] for r in measured), 1),
             # the other server's fleet's, head to head (it shares the cores)
+            "bystander_cpu_ms": round(1000 * sum(r["bystander_cpu_s"] for r in measured), 1)
+            if all(r.get("bystander_cpu_s") is not None for r in measured)
+            else None,
             "bystander_gc_ms": round(sum(r["bystander_gc"]["ms"] for r in measured), 1)
             if all(r.get("bystander_gc") for r in measured)
             else None,
@@ -493,6 +496,7 @@ class FakeBench:
             await other.collect()
             await other.collections()  # counted from here on
         cpu0 = sum(cpu_seconds(s.pid) for s in servers)
+        idle0 = sum(other.cpu_seconds() for other in bystanders)
         sent = now_ms()
         responses = await asyncio.gather(
             *(self.hooks.post(f"{t.url}/webhooks/strapi", content=body, headers=headers) for t in targets)
@@ -501,6 +505,7 @@ class FakeBench:
         answered = now_ms()
         got = await fleet.await_key(document_id, timeout_ms=30_000)
         cpu1 = sum(cpu_seconds(s.pid) for s in servers)
+        idle1 = sum(other.cpu_seconds() for other in bystanders)
         # right after the last client (the scrape's CPU, ~1 ms, is in `cpu_with_after_s`)
         totals_after = await server.metric_totals(NOTIFICATION_EVENT) if totals_before is not None else None
         lat = [t - sent for t in got["times"]]
@@ -540,6 +545,8 @@ class FakeBench:
             "sent_at": sent,
             "client_gc": client_gc,
             "bystander_gc": bystander_gc,
+            # the other fleet's CPU meanwhile: its pings, and any collector thread of its own
+            "bystander_cpu_s": round(idle1 - idle0, 3) if bystanders else None,
             "client_collect_before_ms": collected_ms,
             "server_emit_ms": emit_ms(totals_before, totals_after),
             "server_gc_ms": gc_ms(totals_before, totals_after),

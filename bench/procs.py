@@ -715,6 +715,11 @@ class Fleet:
             raise RuntimeError("client processes were started without --expose-gc")
         return round(max((answer["ms"] for answer in answers), default=0.0), 1)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the client processes have used so far (every thread: V8's background
+        collector threads too), summed."""
+        return sum(cpu_seconds(proc.process.pid) for proc in self.procs)
+
     async def collections(self) -> list[list[Any]]:
         """Every client process's garbage collections since the last `await_key` or this call,
         `[start (wall ms), ms, kind]` each (kind 4: a full one)."""

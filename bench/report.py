@@ -213,6 +213,12 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 ratio=False,
             ),
             Row(
+                f"fan-out {size:,}: the other server's clients' CPU in them (ms, summed)",
+                pick(side, "bystander_cpu_ms"),
+                pick(node, "bystander_cpu_ms"),
+                ratio=False,
+            ),
+            Row(
                 f"fan-out {size:,}: every client once",
                 _complete(pick(side)),
                 _complete(pick(node)),
