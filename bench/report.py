@@ -134,6 +134,14 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
         after = pick(side, "cpu_after_last_s") or pick(node, "cpu_after_last_s")
 
         target, check = ("ratio <= 1.0", _ratio_at_most(1.0)) if size == biggest else ("", None)
+
+        def both(
+            label: str, *path: str, judged: tuple[Any, ...] = (), size: int = size, **options: Any
+        ) -> Row:
+            """A row of one figure of both servers' fan-out of `size` (`fanout.<path>`); `judged`:
+            its target and check."""
+            return Row(f"fan-out {size:,}: {label}", pick(side, *path), pick(node, *path), *judged, **options)
+
         rows += [
             Row(
                 f"fan-out {size:,}: clients connected",
@@ -143,81 +151,40 @@ def fanout_rows(fake: dict[str, Any]) -> list[Row]:
                 _at_least(size),
                 ratio=False,
             ),
-            Row(
-                f"fan-out {size:,}: latency p50 (ms)",
-                pick(side, "latency_ms", "p50"),
-                pick(node, "latency_ms", "p50"),
+            both("latency p50 (ms)", "latency_ms", "p50"),
+            both("latency p99 (ms)", "latency_ms", "p99", judged=(target, check)),
+            both("latency p99, median of the rounds' (ms)", "p99_round_median_ms"),
+            both("latency max (ms)", "latency_ms", "max"),
+            both("deliveries/s (wall, to last)", "deliveries_per_s"),
+            both("deliveries per server CPU-s", "deliveries_per_cpu_s"),
+            both(
+                f"server CPU per publication, to {after} s after the last client (ms)",
+                "cpu_ms_per_publication",
             ),
-            Row(
-                f"fan-out {size:,}: latency p99 (ms)",
-                pick(side, "latency_ms", "p99"),
-                pick(node, "latency_ms", "p99"),
-                target,
-                check,
-            ),
-            Row(
-                f"fan-out {size:,}: latency p99, median of the rounds' (ms)",
-                pick(side, "p99_round_median_ms"),
-                pick(node, "p99_round_median_ms"),
-            ),
-            Row(
-                f"fan-out {size:,}: latency max (ms)",
-                pick(side, "latency_ms", "max"),
-                pick(node, "latency_ms", "max"),
-            ),
-            Row(
-                f"fan-out {size:,}: deliveries/s (wall, to last)",
-                pick(side, "deliveries_per_s"),
-                pick(node, "deliveries_per_s"),
-            ),
-            Row(
-                f"fan-out {size:,}: deliveries per server CPU-s",
-                pick(side, "deliveries_per_cpu_s"),
-                pick(node, "deliveries_per_cpu_s"),
-            ),
-            Row(
-                f"fan-out {size:,}: server CPU per publication, to {after} s after the last client (ms)",
-                pick(side, "cpu_ms_per_publication"),
-                pick(node, "cpu_ms_per_publication"),
-            ),
-            Row(
-                f"fan-out {size:,}: the server's own emit to every client (ms; the sidecar's metrics)",
-                pick(side, "server_emit_ms_median"),
-                pick(node, "server_emit_ms_median"),
+            both(
+                "the server's own emit to every client (ms; the sidecar's metrics)",
+                "server_emit_ms_median",
                 ratio=False,
             ),
-            Row(
-                f"fan-out {size:,}: the server's own garbage collection in the rounds"
-                " (ms, summed; the sidecar's metrics)",
-                pick(side, "server_gc_ms"),
-                pick(node, "server_gc_ms"),
+            both(
+                "the server's own garbage collection in the rounds (ms, summed; the sidecar's metrics)",
+                "server_gc_ms",
                 ratio=False,
             ),
-            Row(
-                f"fan-out {size:,}: written straight to the socket, fewest in a round"
-                " (%; the sidecar's metrics)",
-                pick(side, "server_direct_pct_min"),
-                pick(node, "server_direct_pct_min"),
+            both(
+                "written straight to the socket, fewest in a round (%; the sidecar's metrics)",
+                "server_direct_pct_min",
                 ratio=False,
             ),
-            Row(
-                f"fan-out {size:,}: the clients' own garbage collection in the rounds (ms, summed)",
-                pick(side, "client_gc_ms"),
-                pick(node, "client_gc_ms"),
+            both(
+                "the clients' own garbage collection in the rounds (ms, summed)", "client_gc_ms", ratio=False
+            ),
+            both(
+                "the other server's clients' garbage collection in them (ms, summed)",
+                "bystander_gc_ms",
                 ratio=False,
             ),
-            Row(
-                f"fan-out {size:,}: the other server's clients' garbage collection in them (ms, summed)",
-                pick(side, "bystander_gc_ms"),
-                pick(node, "bystander_gc_ms"),
-                ratio=False,
-            ),
-            Row(
-                f"fan-out {size:,}: the other server's clients' CPU in them (ms, summed)",
-                pick(side, "bystander_cpu_ms"),
-                pick(node, "bystander_cpu_ms"),
-                ratio=False,
-            ),
+            both("the other server's clients' CPU in them (ms, summed)", "bystander_cpu_ms", ratio=False),
             Row(
                 f"fan-out {size:,}: every client once",
                 _complete(pick(side)),
