@@ -39,7 +39,7 @@ from bench.procs import (
     now_ms,
     rss_kib,
 )
-from bench.stats import median, median_of, summary
+from bench.stats import median, median_of, summary, total_of
 
 log = logging.getLogger("bench")
 
@@ -424,9 +424,7 @@ class FakeBench:
             "cpu_ms_per_publication": round(1000 * median([r["cpu_with_after_s"] for r in measured]), 1),
             "cpu_after_last_s": AFTER_LAST_S,
             "server_emit_ms_median": median_of([r["server_emit_ms"] for r in measured], 2),
-            "server_gc_ms": round(sum(r["server_gc_ms"] for r in measured), 1)
-            if all(r.get("server_gc_ms") is not None for r in measured)
-            else None,
+            "server_gc_ms": total_of([r.get("server_gc_ms") for r in measured]),
             # of the notification's deliveries, the share written without a writer task (%)
             "server_direct_pct_min": min(
                 round(100 * r["server_direct_writes"] / r["expected"], 1) for r in measured
@@ -436,12 +434,8 @@ class FakeBench:
             # the harness's own pauses in the rounds (0 while `Fleet.collect` does its job)
             "client_gc_ms": round(sum(r["client_gc"]["ms"] for r in measured), 1),
             # the other server's fleet's, head to head (it shares the cores)
-            "bystander_cpu_ms": round(1000 * sum(r["bystander_cpu_s"] for r in measured), 1)
-            if all(r.get("bystander_cpu_s") is not None for r in measured)
-            else None,
-            "bystander_gc_ms": round(sum(r["bystander_gc"]["ms"] for r in measured), 1)
-            if all(r.get("bystander_gc") for r in measured)
-            else None,
+            "bystander_cpu_ms": total_of([r.get("bystander_cpu_ms") for r in measured]),
+            "bystander_gc_ms": total_of([(r.get("bystander_gc") or {}).get("ms") for r in measured]),
             "missing": sum(r["expected"] - r["count"] for r in rounds),
             "duplicates": sum(r["dups"] for r in rounds),
             "rounds_left_out": len(rounds) - len(measured),
@@ -546,7 +540,7 @@ class FakeBench:
             "client_gc": client_gc,
             "bystander_gc": bystander_gc,
             # the other fleet's CPU meanwhile: its pings, and any collector thread of its own
-            "bystander_cpu_s": round(idle1 - idle0, 3) if bystanders else None,
+            "bystander_cpu_ms": round(1000 * (idle1 - idle0), 1) if bystanders else None,
             "client_collect_before_ms": collected_ms,
             "server_emit_ms": emit_ms(totals_before, totals_after),
             "server_gc_ms": gc_ms(totals_before, totals_after),

@@ -25,6 +25,13 @@ def median_of(values: Sequence[float | None], digits: int = 1) -> float | None:
     return round(median(present), digits) if present else None
 
 
+def total_of(values: Sequence[float | None], digits: int = 1) -> float | None:
+    """The sum of the values, rounded; None if any is missing (a figure not every round has)."""
+    if any(value is None for value in values):
+        return None
+    return round(sum(value for value in values if value is not None), digits)
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     """min / p50 / p99 / max (and n) of a list of latencies, rounded to 0.01."""
     if not values:
