@@ -15,6 +15,7 @@ import respx
 import socketio
 
 from adapter.app import Sidecar, build_sidecar
+from adapter.fanout import _idle_websocket
 from adapter.notifications import wire_payload
 from adapter.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, legacy_token, make_settings
@@ -659,7 +660,8 @@ async def test_metrics_count_the_deliveries_written_straight_to_idle_websockets(
     inbox_of_three(running.fake)
     a = await running.connect(USER)
     other = await running.connect(OTHER_USER)
-    await asyncio.sleep(0.3)  # their catch-ups written: both writers idle
+    sockets = running.sidecar.sio.eio.sockets.values()
+    await eventually(lambda: all(_idle_websocket(sock) is not None for sock in sockets))  # catch-ups written
     before = metric((await _metrics(running.url)).text, "sidecar_deliveries_direct_total")
     row = running.fake.publish(9, minute=9, users=(USER, OTHER_USER))
     await running.sidecar.gateway.notify([USER, OTHER_USER], wire(row))
