@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.fake_suite import FakeBench, FakeOptions
 from bench.machine import describe_machine
-from bench.procs import RESULTS, Secrets, raise_fd_limit, sign_tokens
+from bench.procs import CLIENT_KINDS, RESULTS, ClientProcess, Secrets, raise_fd_limit, sign_tokens
 from bench.real_suite import RealBench, RealOptions
 from bench.report import render_table
 
@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--real-reads", type=int, help="readers in the real read storm (default 1000)")
     parser.add_argument("--real-rounds", type=int, help="real publications per server (default 5)")
     parser.add_argument("--per-process", type=int, default=2500, help="clients per Node client process")
+    parser.add_argument(
+        "--client",
+        choices=CLIENT_KINDS,
+        default=CLIENT_KINDS[0],
+        help="lean: the Socket.IO protocol over a bare ws WebSocket; official: socket.io-client",
+    )
     parser.add_argument(
         "--connect-deadline",
         type=float,
@@ -109,9 +115,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "real_reads": args.real_reads,
             "real_rounds": args.real_rounds,
             "per_process": args.per_process,
+            "client": args.client,
             "connect_deadline": args.connect_deadline,
         },
     }
+    ClientProcess.kind = args.client
     fake_scenarios = args.chosen - {"real"}
     if fake_scenarios:
         count = max([*args.sizes, *args.scaleout_sizes, args.storm, args.reads])

@@ -1,7 +1,8 @@
-// Many Socket.IO clients in one Node process (the official socket.io-client, websocket only),
-// driven by the benchmark over stdin/stdout, one JSON object per line each way.
+// Many Socket.IO clients in one Node process, websocket only, driven by the benchmark over
+// stdin/stdout, one JSON object per line each way.
 //
-//   node clients.mjs
+//   BENCH_CLIENT=lean node clients.mjs       the Socket.IO protocol over a bare `ws` (LeanSocket)
+//   BENCH_CLIENT=official node clients.mjs   the official socket.io-client
 //
 // Commands (each may carry a `ref`, echoed in its answer):
 //   {cmd: "setup", url, users: [[id, token], ...], event, track} -> {type: "setup", count}
@@ -30,9 +31,12 @@
 //   {cmd: "exit"}
 // Times are wall-clock milliseconds (performance.timeOrigin + performance.now()), comparable with
 // the orchestrator's time.time() * 1000 on the same machine.
-import { io } from "socket.io-client";
+import { EventEmitter } from "node:events";
 import readline from "node:readline";
+import { io } from "socket.io-client";
+import WebSocket from "ws";
 
+const LEAN = process.env.BENCH_CLIENT === "lean";
 const now = () => performance.timeOrigin + performance.now();
 const send = (message) => process.stdout.write(JSON.stringify(message) + "\n");
 
@@ -68,6 +72,140 @@ function record(client, payload) {
   }
 }
 
+// The same Socket.IO v5 / Engine.IO v4 conversation as socket.io-client's, over a bare `ws`
+// WebSocket, for the subset this file uses: `on`/`once` (connect, connect_error, disconnect, the
+// server's events), `close()`, `timeout(ms).emit(event, data, ack)`. Its errors and disconnect
+// reasons are socket.io-client's. Why: the clients share the machine's two cores with the server,
+// and socket.io-client's layers above `ws` (Engine.IO's transport and socket, the Manager, three
+// emitters per packet) took about 60% of a client process's CPU per received event (a CPU profile
+// of a 2,000-client fan-out); what a browser spends on its own machine is not the server's time.
+class LeanSocket {
+  constructor(base, { auth, query, perMessageDeflate }) {
+    const params = new URLSearchParams({ ...query, EIO: "4", transport: "websocket" });
+    this.auth = auth;
+    this.events = new EventEmitter();
+    this.connected = false;
+    this.acks = new Map(); // id -> callback
+    this.nextAck = 0;
+    this.ended = false;
+    this.pingTimer = null;
+    this.ws = new WebSocket(`${base.replace(/^http/, "ws")}/socket.io/?${params}`, {
+      perMessageDeflate: perMessageDeflate !== false,
+    });
+    this.ws.on("message", (data) => this.packet(data.toString()));
+    this.ws.on("error", (error) => this.end(this.connected ? "transport error" : error));
+    this.ws.on("close", () => this.end("transport close"));
+  }
+
+  on(event, listener) {
+    this.events.on(event, listener);
+    return this;
+  }
+
+  once(event, listener) {
+    this.events.once(event, listener);
+    return this;
+  }
+
+  send(text) {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+  }
+
+  packet(text) {
+    switch (text[0]) {
+      case "0": {
+        // Engine.IO open: pings come every pingInterval, and are missed after pingTimeout more
+        const { pingInterval, pingTimeout } = JSON.parse(text.slice(1));
+        this.pingWithin = pingInterval + pingTimeout;
+        this.expectPing();
+        this.send(this.auth ? `40${JSON.stringify(this.auth)}` : "40");
+        return;
+      }
+      case "2":
+        this.send("3");
+        this.expectPing();
+        return;
+      case "1":
+        this.end("transport close");
+        return;
+      case "4":
+        this.message(text);
+        return;
+      default: // pong, noop: nothing to do
+    }
+  }
+
+  message(text) {
+    const type = text[1];
+    let at = 2;
+    while (at < text.length && text.charCodeAt(at) >= 48 && text.charCodeAt(at) <= 57) at += 1;
+    const id = at > 2 ? Number(text.slice(2, at)) : null;
+    const body = at < text.length ? JSON.parse(text.slice(at)) : undefined;
+    if (type === "2") {
+      if (this.events.listenerCount(body[0])) this.events.emit(...body);
+    } else if (type === "3") {
+      const ack = this.acks.get(id);
+      this.acks.delete(id);
+      if (ack) ack(null, ...body);
+    } else if (type === "0") {
+      this.connected = true;
+      this.events.emit("connect");
+    } else if (type === "4") {
+      const error = new Error(body?.message ?? "connect error");
+      error.data = body?.data;
+      this.end(error);
+    } else if (type === "1") {
+      this.end("io server disconnect");
+    }
+  }
+
+  expectPing() {
+    clearTimeout(this.pingTimer);
+    this.pingTimer = setTimeout(() => this.end("ping timeout"), this.pingWithin);
+  }
+
+  // The end of this socket, once: a reason string (disconnect) or, before connect, an Error
+  // (connect_error). `ours`: closed by this side (a DISCONNECT sent, the WebSocket closed cleanly).
+  end(reason, ours = false) {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.pingTimer);
+    for (const ack of this.acks.values()) ack(new Error("socket has been disconnected"));
+    this.acks.clear();
+    const wasConnected = this.connected;
+    this.connected = false;
+    if (ours && this.ws.readyState === WebSocket.OPEN) {
+      if (wasConnected) this.ws.send("41");
+      this.ws.close();
+    } else if (this.ws.readyState !== WebSocket.CLOSED) {
+      this.ws.terminate();
+    }
+    if (wasConnected) this.events.emit("disconnect", typeof reason === "string" ? reason : "transport error");
+    else if (!ours) this.events.emit("connect_error", reason instanceof Error ? reason : new Error(String(reason)));
+  }
+
+  close() {
+    this.end("io client disconnect", true);
+  }
+
+  timeout(ms) {
+    return {
+      emit: (event, data, ack) => {
+        const id = this.nextAck++;
+        const timer = setTimeout(() => {
+          this.acks.delete(id);
+          ack(new Error("operation has timed out"));
+        }, ms);
+        this.acks.set(id, (error, ...answer) => {
+          clearTimeout(timer);
+          ack(error, ...answer);
+        });
+        this.send(`42${id}${JSON.stringify([event, data])}`);
+      },
+    };
+  }
+}
+
 function connectOne(client, timeoutMs) {
   return new Promise((resolve) => {
     const started = now();
@@ -78,7 +216,7 @@ function connectOne(client, timeoutMs) {
       clearTimeout(timer);
       resolve(result);
     };
-    const socket = io(url, {
+    const options = {
       forceNew: true,
       transports: ["websocket"],
       // Browsers always offer permessage-deflate; so does this client unless told not to.
@@ -87,7 +225,8 @@ function connectOne(client, timeoutMs) {
       timeout: timeoutMs,
       auth: { token: client.token },
       query: { userId: String(client.id) },
-    });
+    };
+    const socket = LEAN ? new LeanSocket(url, options) : io(url, options);
     client.socket = socket;
     client.closing = false;
     client.tracked = {};

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import jwt
@@ -398,6 +398,11 @@ def make_server(
     raise ValueError(f"unknown server kind {kind!r}")
 
 
+# the clients clients.mjs can run: its LeanSocket (the Socket.IO protocol over a bare `ws`
+# WebSocket) or socket.io-client itself
+CLIENT_KINDS = ("lean", "official")
+
+
 @dataclass
 class ClientProcess:
     """One `node clients.mjs` holding many clients; commands are answered in order by `ref`."""
@@ -408,6 +413,9 @@ class ClientProcess:
     next_ref: int = 0
     reader: asyncio.Task[None] | None = None
     stderr_tail: list[str] = field(default_factory=list)
+
+    # what each process runs (`--client`; clients.mjs reads it as BENCH_CLIENT)
+    kind: ClassVar[str] = CLIENT_KINDS[0]
 
     @classmethod
     async def spawn(cls, users: list[int]) -> ClientProcess:
@@ -426,6 +434,7 @@ class ClientProcess:
             "--expose-gc",
             str(CLIENTS_JS),
             cwd=BENCH,
+            env={**os.environ, "BENCH_CLIENT": cls.kind},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

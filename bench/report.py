@@ -586,7 +586,7 @@ def render_table(results: dict[str, Any]) -> str:
         f"Benchmark {results.get('started', '')}: {machine.get('cpu')} x{machine.get('cores')}, "
         f"{machine.get('memory_gib')} GiB; Python {machine.get('python')}, Node {machine.get('node')}; "
         f"load average {_load(results.get('load_before'))} before, {_load(results.get('load_after'))} after; "
-        f"sidecar at {machine.get('sidecar_revision', '?')}",
+        f"sidecar at {machine.get('sidecar_revision', '?')}; clients: {options.get('client', 'official')}",
     ]
     fake = results.get("fake")
     if fake:
