@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the benchmark's Node packages (socket.io, socket.io-client, jsonwebtoken) with `npm ci`,
+# Install the benchmark's Node packages (socket.io, socket.io-client, ws, jsonwebtoken) with `npm ci`,
 # only when they are missing or package-lock.json changed since the last install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
