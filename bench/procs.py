@@ -427,7 +427,7 @@ class ClientProcess:
             "--min-semi-space-size=16",
             # What each emptying keeps (~1 MB per process per round) goes to the old generation,
             # whose limit V8 set at ~1.2x what the last full collection had left: a full
-            # collection (3-90 ms, and concurrent marking on both cores before it) came once a
+            # collection (3-92 ms, and concurrent marking on both cores before it) came once a
             # run or more, inside a round, most often the sidecar's last (the Node fleet's, after
             # its own last round). 5x leaves room for a whole run.
             "--heap-growing-percent=400",
